@@ -1,0 +1,429 @@
+"""``CapillaryClient``: one pooled session, auth, retries, error mapping.
+
+A request goes ``request -> _request (retries) -> _send_authenticated
+(token renewal) -> _send_once (one HTTP exchange, logged)``; each policy lives
+in exactly one of those.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json as jsonlib
+import logging
+import platform
+import time
+from collections.abc import Callable, Mapping
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final
+from urllib.parse import urlencode
+
+import aiohttp
+import attrs
+
+from ._auth import Auth, AuthFlow
+from ._config import (
+    DEFAULT_TIMEOUTS,
+    Clock,
+    Cluster,
+    RetryPolicy,
+    SystemClock,
+    Timeouts,
+    resolve_base_url,
+)
+from ._exceptions import (
+    APIError,
+    CapillaryError,
+    OutcomeUnknownError,
+    RateLimitError,
+    TransportError,
+    api_error,
+    is_ambiguous,
+)
+from ._transport import AiohttpTransport, AsyncTransport, Request
+from ._version import __version__
+
+if TYPE_CHECKING:
+    from ._resources import PointsResource
+
+__all__ = ["UNSET", "CapillaryClient", "Reply", "logger"]
+
+logger = logging.getLogger("capillary_async")
+logger.addHandler(logging.NullHandler())
+
+#: Statuses that mean "slow down" or "not processed": retried (502/504 only when idempotent).
+RETRY_STATUSES: Final = frozenset({429, 502, 503, 504, 521})
+_REQUEST_ID_HEADERS = ("x-cap-request-id", "x-cap-requestid")
+
+
+class _Unset:
+    """Marks an argument not given, as distinct from ``None`` ("no limit")."""
+
+    _instance: _Unset | None = None
+
+    def __new__(cls) -> _Unset:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+UNSET: Final = _Unset()
+
+#: Decides whether a non-2xx (or error-envelope) answer is data for the caller.
+AcceptFn = Callable[[int, Any], bool]
+
+
+@attrs.frozen
+class Reply:
+    """A response after retries and auth: status, parsed body, request id."""
+
+    status: int
+    body: Any
+    request_id: str | None
+    headers: Mapping[str, str] = attrs.field(repr=False)
+
+
+def _has_errors(body: Any) -> bool:
+    return isinstance(body, Mapping) and bool(body.get("errors"))
+
+
+def _decode(content: bytes) -> Any:
+    if not content:
+        return None
+    try:
+        return jsonlib.loads(content)
+    except ValueError:
+        return content.decode("utf-8", "replace")
+
+
+def _encode(value: Any) -> bytes:
+    return jsonlib.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def _user_agent() -> str:
+    return (
+        f"capillary-async/{__version__} (python {platform.python_version()}; "
+        f"aiohttp {aiohttp.__version__})"
+    )
+
+
+class CapillaryClient:
+    """An asyncio client for Capillary's APIs; share one per process.
+
+    It owns a pooled ``aiohttp.ClientSession``, made on first use inside the
+    running loop (or uses the ``session`` given, which it then never closes).
+    Use it as an async context manager, or call ``aclose()``.
+
+    ``timeout`` is a ``Timeouts``, a number of seconds for the whole exchange,
+    or ``None`` for no limit; every call may override it. ``headers`` are added
+    to every request (attribution headers, for example).
+    """
+
+    def __init__(
+        self,
+        base_url: str | Cluster,
+        *,
+        auth: Auth,
+        retry: RetryPolicy | None = None,
+        timeout: Timeouts | float | None = DEFAULT_TIMEOUTS,
+        max_connections: int = 100,
+        session: aiohttp.ClientSession | None = None,
+        allow_insecure: bool = False,
+        headers: Mapping[str, str] | None = None,
+        transport: AsyncTransport | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        if not callable(getattr(auth, "create_flow", None)):
+            raise TypeError("auth: expected BasicAuth, OAuthCredentials or BearerToken")
+        if session is not None and transport is not None:
+            raise ValueError("pass either session or transport, not both")
+        self.cluster = base_url if isinstance(base_url, Cluster) else None
+        self.base_url = resolve_base_url(base_url, allow_insecure=allow_insecure)
+        self.auth = auth
+        self.retry = retry if retry is not None else RetryPolicy()
+        self.timeout = Timeouts.coerce(timeout)
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self._transport: AsyncTransport = (
+            transport
+            if transport is not None
+            else AiohttpTransport(max_connections=max_connections, session=session)
+        )
+        self._headers = {
+            "Accept": "application/json",
+            "User-Agent": _user_agent(),
+            **(headers or {}),
+        }
+        self._flow: AuthFlow | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        from ._resources import PointsResource
+
+        self.points: PointsResource = PointsResource(self)
+
+    # -- lifecycle ------------------------------------------------------------
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``aclose()`` has run: a closed client cannot be reopened."""
+        return self._closed
+
+    @property
+    def transport(self) -> AsyncTransport:
+        """The transport in use."""
+        return self._transport
+
+    async def __aenter__(self) -> CapillaryClient:
+        self._check_open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the pooled connections (not a session the caller passed in)."""
+        if self._closed:
+            return
+        self._closed = True
+        await self._transport.aclose()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("CapillaryClient is closed: make a new one")
+        loop = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = loop
+        elif self._loop is not loop:
+            raise RuntimeError(
+                "CapillaryClient is bound to the event loop it was first used in; "
+                "make one client per loop"
+            )
+
+    def __repr__(self) -> str:
+        state = " closed" if self._closed else ""
+        return f"<CapillaryClient {self.base_url} auth={self.auth!r}{state}>"
+
+    # -- public ---------------------------------------------------------------
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str | int] | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: Timeouts | float | _Unset | None = UNSET,
+        retry: RetryPolicy | None = None,
+        idempotent: bool | None = None,
+    ) -> Any:
+        """Call any Capillary endpoint with this client's auth, retries and errors.
+
+        Returns the parsed JSON body. ``idempotent`` (default: True for every
+        method but POST and PATCH) says whether the request may be repeated
+        after a failure that leaves its outcome unknown.
+        """
+        method = method.upper()
+        if idempotent is None:
+            idempotent = method not in ("POST", "PATCH")
+        reply = await self._request(
+            method,
+            path,
+            json=json,
+            params=params,
+            headers=headers,
+            timeout=timeout,
+            retry=retry,
+            idempotent=idempotent,
+        )
+        return reply.body
+
+    # -- the layers -----------------------------------------------------------
+
+    async def _request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str | int] | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: Timeouts | float | _Unset | None = UNSET,
+        retry: RetryPolicy | None = None,
+        idempotent: bool,
+        accept: AcceptFn | None = None,
+        authenticate: bool = True,
+        sensitive: bool = False,
+        why_not_idempotent: str = "it is not idempotent",
+    ) -> Reply:
+        """Send with retries: the one place that decides whether to try again."""
+        self._check_open()
+        if not path.startswith("/"):
+            raise ValueError(f"path: must start with '/', got {path!r}")
+        call = _Call(
+            method=method,
+            path=path,
+            url=self.base_url + path + (f"?{urlencode(params)}" if params else ""),
+            content=None if json is None else _encode(json),
+            headers=headers or {},
+            timeout=self.timeout if isinstance(timeout, _Unset) else Timeouts.coerce(timeout),
+            sensitive=sensitive,
+        )
+        policy = retry if retry is not None else self.retry
+        attempt = 0
+        while True:
+            attempt += 1
+            retry_after: float | None = None
+            try:
+                reply = await self._send_authenticated(call, attempt, authenticate=authenticate)
+            except TransportError as exc:
+                error: CapillaryError = exc
+            else:
+                if reply.status not in RETRY_STATUSES:
+                    if accept is not None and accept(reply.status, reply.body):
+                        return reply
+                    if 200 <= reply.status < 300 and not _has_errors(reply.body):
+                        return reply
+                    raise self._error(reply, call)
+                error = self._error(reply, call)
+                if isinstance(error, RateLimitError):
+                    retry_after = error.retry_after
+            if is_ambiguous(error) and not idempotent:
+                raise OutcomeUnknownError(
+                    f"{method} {path}: the server may or may not have applied this request "
+                    f"({type(error).__name__}: {error}); it was not repeated because "
+                    f"{why_not_idempotent}",
+                    cause=error,
+                ) from error
+            if attempt >= policy.max_attempts:
+                raise error
+            delay = policy.delay(attempt, retry_after)
+            logger.info(
+                "%s %s: %s, retrying in %.2fs (attempt %d of %d)",
+                method,
+                path,
+                type(error).__name__,
+                delay,
+                attempt + 1,
+                policy.max_attempts,
+            )
+            await self.clock.sleep(delay)
+
+    @staticmethod
+    def _error(reply: Reply, call: _Call) -> APIError:
+        body = None if call.sensitive and 200 <= reply.status < 300 else reply.body
+        return api_error(
+            reply.status,
+            body,
+            request_id=reply.request_id,
+            retry_after=reply.headers.get("retry-after"),
+        )
+
+    async def _post_unauthenticated(
+        self, path: str, body: Mapping[str, Any]
+    ) -> tuple[int, Any, str | None]:
+        # For the OAuth token endpoint: every non-retryable answer goes back to
+        # the auth flow, which knows what it means.
+        reply = await self._request(
+            "POST",
+            path,
+            json=dict(body),
+            idempotent=True,
+            authenticate=False,
+            sensitive=True,
+            accept=lambda _status, _body: True,
+        )
+        return reply.status, reply.body, reply.request_id
+
+    def _auth_flow(self) -> AuthFlow:
+        if self._flow is None:
+            self._flow = self.auth.create_flow(self._post_unauthenticated, self.clock)
+        return self._flow
+
+    async def _send_authenticated(self, call: _Call, attempt: int, *, authenticate: bool) -> Reply:
+        """One attempt, renewing the token once if the server refuses it (401/498)."""
+        if not authenticate:
+            return await self._send_once(call, {}, attempt)
+        flow = self._auth_flow()
+        auth_headers = await flow.headers()
+        reply = await self._send_once(call, auth_headers, attempt)
+        if reply.status in (401, 498) and await flow.renew(auth_headers):
+            logger.info(
+                "%s %s: token refused (%d), renewing once", call.method, call.path, reply.status
+            )
+            reply = await self._send_once(call, await flow.headers(), attempt)
+        return reply
+
+    async def _send_once(self, call: _Call, auth_headers: Mapping[str, str], attempt: int) -> Reply:
+        """One HTTP exchange, logged; never logs headers, and bodies only at DEBUG."""
+        headers = {**self._headers, **call.headers, **auth_headers}
+        if call.content is not None:
+            headers["Content-Type"] = "application/json"
+        request = Request(
+            method=call.method,
+            url=call.url,
+            headers=headers,
+            content=call.content,
+            timeout=call.timeout,
+        )
+        debug = not call.sensitive and logger.isEnabledFor(logging.DEBUG)
+        if debug and call.content is not None:
+            logger.debug("%s %s request body: %s", call.method, call.path, _text(call.content))
+        started = time.perf_counter()
+        try:
+            response = await self._transport.send(request)
+        except TransportError as exc:
+            logger.info(
+                "%s %s -> %s in %.1f ms (attempt %d)",
+                call.method,
+                call.path,
+                type(exc).__name__,
+                (time.perf_counter() - started) * 1000,
+                attempt,
+            )
+            raise
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        request_id = next((v for v in map(response.header, _REQUEST_ID_HEADERS) if v), None)
+        logger.info(
+            "%s %s -> %d in %.1f ms (attempt %d, request id %s)",
+            call.method,
+            call.path,
+            response.status,
+            elapsed_ms,
+            attempt,
+            request_id,
+        )
+        if debug:
+            logger.debug("%s %s response body: %s", call.method, call.path, _text(response.content))
+        return Reply(
+            status=response.status,
+            body=_decode(response.content),
+            request_id=request_id,
+            headers=response.headers,
+        )
+
+
+@attrs.frozen(kw_only=True)
+class _Call:
+    """What stays the same across the attempts of one request."""
+
+    method: str
+    path: str
+    url: str
+    content: bytes | None = attrs.field(repr=False)
+    headers: Mapping[str, str] = attrs.field(repr=False)
+    timeout: Timeouts
+    sensitive: bool
+
+
+def _text(content: bytes) -> str:
+    return content.decode("utf-8", "replace")

@@ -1,0 +1,189 @@
+"""Configuration as small frozen values: clusters, timeouts, retry policy, clock."""
+
+from __future__ import annotations
+
+import enum
+import ipaddress
+import random
+import time
+from collections.abc import Callable
+from datetime import timedelta, timezone, tzinfo
+from typing import Protocol
+from urllib.parse import urlsplit
+
+import anyio
+import attrs
+
+__all__ = [
+    "DEFAULT_TIMEOUTS",
+    "Clock",
+    "Cluster",
+    "RetryPolicy",
+    "SystemClock",
+    "Timeouts",
+    "resolve_base_url",
+]
+
+_IST = timezone(timedelta(hours=5, minutes=30), "IST")
+
+
+class Cluster(enum.Enum):
+    """Capillary's documented API hosts, with the cluster timezone where it is known.
+
+    The timezone is the one the server uses for ``expiryValue`` dates and the
+    ``...ISO`` timestamps it answers with.
+    """
+
+    EU = ("https://eu.api.capillarytech.com", timezone.utc)
+    APAC = ("https://apac.api.capillarytech.com", _IST)
+    APAC2 = ("https://apac2.api.capillarytech.com", None)
+    SEA = ("https://sea.api.capillarytech.com", None)
+    US = ("https://us.api.capillarytech.com", None)
+    USHC = ("https://ushc.api.capillarytech.com", None)
+    NORTH_AMERICA = ("https://north-america.api.capillarytech.com", None)
+    CN = ("https://api.capillarytech.cn.com", None)
+
+    def __init__(self, base_url: str, tz: tzinfo | None) -> None:
+        self.base_url = base_url
+        self.timezone = tz
+
+    @classmethod
+    def from_name(cls, name: str) -> Cluster:
+        """Look a cluster up by name, case-insensitively (``"eu"``, ``"north-america"``)."""
+        key = name.strip().upper().replace("-", "_")
+        try:
+            return cls[key]
+        except KeyError:
+            names = ", ".join(m.name for m in cls)
+            raise ValueError(f"unknown cluster {name!r}: expected one of {names}") from None
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def resolve_base_url(base: str | Cluster, *, allow_insecure: bool = False) -> str:
+    """Turn a cluster or URL into a base URL without a trailing slash.
+
+    Plain ``http://`` would send credentials in clear text, so it is refused
+    unless the host is loopback (a local emulator) or the caller insists.
+    """
+    if isinstance(base, Cluster):
+        return base.base_url
+    if not isinstance(base, str) or not base:
+        raise ValueError("base_url: expected a Cluster or an https:// URL")
+    parts = urlsplit(base)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"base_url: {base!r} is not an http(s) URL with a host")
+    if parts.query or parts.fragment:
+        raise ValueError(f"base_url: {base!r} must not carry a query or fragment")
+    if parts.scheme == "http" and not allow_insecure and not _is_loopback(parts.hostname):
+        raise ValueError(
+            f"base_url: {base!r} is plain http to a non-loopback host, which would send "
+            "credentials in clear text; use https:// or pass allow_insecure=True"
+        )
+    return base.rstrip("/")
+
+
+@attrs.frozen(kw_only=True)
+class Timeouts:
+    """Per-request time limits in seconds; ``None`` disables one.
+
+    ``connect`` bounds opening a connection (a failure there is always safe to
+    retry); ``total`` bounds the whole exchange, connection included.
+    """
+
+    connect: float | None = 10.0
+    total: float | None = 60.0
+
+    def __attrs_post_init__(self) -> None:
+        for name in ("connect", "total"):
+            value = getattr(self, name)
+            if value is not None and not value > 0:
+                raise ValueError(f"timeout.{name}: must be a positive number of seconds or None")
+
+    @classmethod
+    def coerce(cls, value: Timeouts | float | None) -> Timeouts:
+        """Accept a ``Timeouts``, a number (the total) or ``None`` (no limits)."""
+        if isinstance(value, Timeouts):
+            return value
+        if value is None:
+            return cls(connect=None, total=None)
+        return cls(connect=min(10.0, float(value)), total=float(value))
+
+
+DEFAULT_TIMEOUTS = Timeouts()
+
+
+@attrs.frozen(kw_only=True)
+class RetryPolicy:
+    """When and how long to wait before repeating a failed request.
+
+    Backoff is exponential with full jitter (a uniform draw between zero and
+    ``min(backoff_cap, backoff_base * 2 ** (attempt - 1))``), so many workers
+    that fail together do not come back together. A server's ``Retry-After``
+    wins over the backoff when ``respect_retry_after`` is set, capped at
+    ``max_retry_after`` so a confused server cannot park a job for hours.
+    ``max_attempts`` counts the first try: 1 disables retries.
+    """
+
+    max_attempts: int = 4
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+    jitter: bool = True
+    respect_retry_after: bool = True
+    max_retry_after: float = 120.0
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError("retry.max_attempts: must be at least 1 (1 disables retries)")
+        if self.backoff_base < 0 or self.backoff_cap < 0 or self.max_retry_after < 0:
+            raise ValueError("retry: backoff_base, backoff_cap and max_retry_after must be >= 0")
+
+    @classmethod
+    def disabled(cls) -> RetryPolicy:
+        """A policy that never retries."""
+        return cls(max_attempts=1)
+
+    def delay(
+        self,
+        attempt: int,
+        retry_after: float | None = None,
+        *,
+        rand: Callable[[], float] = random.random,
+    ) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        if retry_after is not None and self.respect_retry_after:
+            return max(0.0, min(retry_after, self.max_retry_after))
+        ceiling = min(self.backoff_cap, self.backoff_base * 2.0 ** (attempt - 1))
+        return ceiling * rand() if self.jitter else ceiling
+
+
+class Clock(Protocol):
+    """Time as the client sees it; inject a fake one to test renewal and backoff."""
+
+    def monotonic(self) -> float:
+        """Seconds on a clock that never goes back."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait ``seconds``."""
+        ...
+
+
+class SystemClock:
+    """The real clock."""
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        await anyio.sleep(seconds)
+
+    def __repr__(self) -> str:
+        return "SystemClock()"

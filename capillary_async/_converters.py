@@ -1,0 +1,301 @@
+"""Models to and from the exact wire JSON, with one cattrs converter.
+
+Wire names are derived once per class (camelCase, ``_iso`` -> ``ISO``,
+``standardMeta`` keys unchanged) and compiled into cattrs' generated
+functions through a hook factory. Unset optional fields are left out, never
+sent as null. Request models refuse unknown keys (a misspelt field in an input
+file must not vanish silently); result models tolerate them.
+
+Structuring first runs a fast converter; only when that fails is the input run
+again through a detailed one, whose error tree becomes a ``ValidationError``
+with a wire path such as ``expiryDateUpdateRequest[3].expiryDate.expiryValue``.
+"""
+
+from __future__ import annotations
+
+import enum
+import functools
+import typing
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+from cattrs.errors import (
+    AttributeValidationNote,
+    BaseValidationError,
+    ForbiddenExtraKeysError,
+    IterableValidationNote,
+)
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+
+from . import _models as m
+from ._enums import WireEnum
+from ._exceptions import ValidationError
+
+__all__ = ["from_wire", "to_wire", "wire_name"]
+
+T = TypeVar("T")
+
+REQUEST_MODELS: tuple[type[Any], ...] = (
+    m.ExpiryUpdate,
+    m.ExpiryDate,
+    m.StandardMeta,
+    m.RedemptionUpdate,
+    m.Entity,
+)
+RESULT_MODELS: tuple[type[Any], ...] = (
+    m.Redemption,
+    m.CustomField,
+    m.ExpiryUpdateResult,
+    m.ExpiryUpdateEntry,
+    m.PointsExpiryUpdateLog,
+    m.ItemFailure,
+)
+_SNAKE_ON_WIRE = frozenset({m.StandardMeta})
+
+# Required fields whose absence has a Capillary code but no attrs converter to say so.
+_MISSING_CODES: Mapping[tuple[type[Any], str], int] = {
+    (m.ExpiryUpdate, "expiry_date"): 8942,
+    (m.RedemptionUpdate, "entity"): 1219,
+}
+
+# The three names the docs give updateExpiry's success list.
+SUCCESS_KEYS = ("currencyExpiryUpdateResponse", "updateCurrencyExpiryDateResponse")
+
+
+@functools.cache
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join("ISO" if part == "iso" else part[:1].upper() + part[1:] for part in rest)
+
+
+def wire_name(cls: type[Any], attribute: str) -> str:
+    """The wire name of ``cls.attribute``."""
+    return attribute if cls in _SNAKE_ON_WIRE else _camel(attribute)
+
+
+def _overrides(cls: type[Any]) -> dict[str, Any]:
+    """cattrs overrides: the wire name of every field, and the fields never on the wire."""
+    result: dict[str, Any] = {}
+    for field in attrs.fields(cls):
+        if field.metadata.get(m.NOT_ON_WIRE):
+            result[field.name] = override(omit=True)
+        else:
+            result[field.name] = override(rename=wire_name(cls, field.name))
+    return result
+
+
+# -- timestamps -------------------------------------------------------------
+
+
+def parse_datetime(value: Any) -> datetime:
+    """ISO 8601 with ``Z`` or an offset (Python 3.10's ``fromisoformat`` refuses ``Z``)."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str):
+        raise TypeError(f"expected an ISO 8601 timestamp, got {type(value).__name__}")
+    text = value.strip()
+    if text[-1:] in ("Z", "z"):
+        text = text[:-1] + "+00:00"
+    return datetime.fromisoformat(text)
+
+
+def format_datetime(value: datetime) -> str:
+    """ISO 8601, ``Z`` for UTC as Capillary writes it."""
+    text = value.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
+# -- the converter ----------------------------------------------------------
+
+
+def _is_generated_model(cls: Any) -> bool:
+    return cls in REQUEST_MODELS or (cls in RESULT_MODELS and cls is not m.ExpiryUpdateResult)
+
+
+def _enum_value(member: enum.Enum) -> Any:
+    return member.value
+
+
+def _make_converter(*, detailed: bool, strict_results: bool) -> cattrs.Converter:
+    conv = cattrs.Converter(detailed_validation=detailed, prefer_attrib_converters=True)
+    conv.register_structure_hook(datetime, lambda v, _: parse_datetime(v))
+    conv.register_unstructure_hook(datetime, format_datetime)
+    # str-based enums would otherwise pass through as members, not plain strings.
+    conv.register_unstructure_hook(WireEnum, _enum_value)
+
+    def structure_factory(cls: type[Any]) -> Callable[[Any, Any], Any]:
+        return make_dict_structure_fn(
+            cls,
+            conv,
+            _cattrs_forbid_extra_keys=strict_results or cls in REQUEST_MODELS,
+            _cattrs_prefer_attrib_converters=True,
+            _cattrs_detailed_validation=detailed,
+            **_overrides(cls),
+        )
+
+    def unstructure_factory(cls: type[Any]) -> Callable[[Any], Any]:
+        return make_dict_unstructure_fn(cls, conv, _cattrs_omit_if_default=True, **_overrides(cls))
+
+    conv.register_structure_hook_factory(_is_generated_model, structure_factory)
+    conv.register_unstructure_hook_factory(_is_generated_model, unstructure_factory)
+
+    def structure_result(data: Any, _: Any) -> m.ExpiryUpdateResult:
+        return _structure_expiry_result(conv, data, strict=strict_results)
+
+    conv.register_structure_hook(m.ExpiryUpdateResult, structure_result)
+    conv.register_unstructure_hook(
+        m.ExpiryUpdateResult, lambda result: _unstructure_expiry_result(conv, result)
+    )
+    return conv
+
+
+def _structure_expiry_result(
+    conv: cattrs.Converter, data: Any, *, strict: bool
+) -> m.ExpiryUpdateResult:
+    """Accept all three documented envelopes of updateExpiry's answer."""
+    if not isinstance(data, Mapping):
+        raise ValidationError("", f"expected a JSON object, got {type(data).__name__}")
+    body: Mapping[str, Any] = data
+    entity = data.get("entity")
+    if isinstance(entity, Mapping):
+        body = entity
+    if strict:
+        known = {*SUCCESS_KEYS, "failures", "warnings", "errors", "entity"}
+        extra = sorted(set(data) - known) + sorted(set(body) - known if body is not data else [])
+        if extra:
+            raise ForbiddenExtraKeysError("", m.ExpiryUpdateResult, set(extra))
+    raw_updates: list[Any] = []
+    for key in SUCCESS_KEYS:
+        for source in (body, data) if body is not data else (data,):
+            value = source.get(key)
+            if value:
+                raw_updates.extend(value)
+    raw_failures = body.get("failures") or data.get("failures") or []
+    return m.ExpiryUpdateResult(
+        updates=conv.structure(raw_updates, list[m.ExpiryUpdateEntry]),
+        failures=conv.structure(raw_failures, list[m.ItemFailure]),
+        warnings=list(data.get("warnings") or body.get("warnings") or []),
+        errors=list(data.get("errors") or []),
+    )
+
+
+def _unstructure_expiry_result(conv: cattrs.Converter, result: m.ExpiryUpdateResult) -> Any:
+    out: dict[str, Any] = {
+        SUCCESS_KEYS[0]: conv.unstructure(result.updates, list[m.ExpiryUpdateEntry]),
+    }
+    if result.failures:
+        out["failures"] = conv.unstructure(result.failures, list[m.ItemFailure])
+    if result.warnings:
+        out["warnings"] = list(result.warnings)
+    if result.errors:
+        out["errors"] = list(result.errors)
+    return out
+
+
+_fast = _make_converter(detailed=False, strict_results=False)
+_detailed = _make_converter(detailed=True, strict_results=False)
+_strict = _make_converter(detailed=True, strict_results=True)
+
+
+# -- errors -----------------------------------------------------------------
+
+
+def _missing(cls: type[Any], attribute: str, path: str) -> ValidationError:
+    code = _MISSING_CODES.get((cls, attribute))
+    if code is None:
+        field = attrs.fields_dict(cls)[attribute]
+        if field.converter is not None:
+            try:
+                field.converter(None)  # type: ignore[operator]
+            except ValidationError as exc:
+                code = exc.code
+    return ValidationError(path, "is required", code=code)
+
+
+def _join(path: str, segment: str) -> str:
+    if segment.startswith("["):
+        return path + segment
+    return f"{path}.{segment}" if path else segment
+
+
+def _own_field(cls: type[Any] | None, field: str) -> str:
+    """Map a model's own ``ValidationError.field`` (snake_case) to its wire name."""
+    if not field:
+        return field
+    head, dot, rest = field.partition(".")
+    return (wire_name(cls, head) if cls is not None else _camel(head)) + dot + rest
+
+
+def _translate(exc: BaseException, cls: type[Any] | None, path: str) -> ValidationError:
+    """The first concrete failure in a cattrs error tree, with its wire path."""
+    if isinstance(exc, ForbiddenExtraKeysError):
+        names = sorted(exc.extra_fields)
+        code = 8935 if exc.cl is m.StandardMeta else None
+        where = _join(path, names[0])
+        more = f" (also: {', '.join(names[1:])})" if len(names) > 1 else ""
+        return ValidationError(
+            where, f"unknown field, not part of the wire format{more}", code=code
+        )
+    if isinstance(exc, BaseValidationError):
+        owner = getattr(exc, "cl", None)
+        for sub in exc.exceptions:
+            sub_path, sub_cls = path, owner
+            for note in getattr(sub, "__notes__", ()):
+                if isinstance(note, AttributeValidationNote) and owner is not None:
+                    if isinstance(sub, KeyError):
+                        return _missing(owner, note.name, _join(path, wire_name(owner, note.name)))
+                    sub_path = _join(path, wire_name(owner, note.name))
+                    sub_cls = _field_model(owner, note.name)
+                elif isinstance(note, IterableValidationNote):
+                    sub_path = _join(path, f"[{note.index}]")
+            return _translate(sub, sub_cls, sub_path)
+        return ValidationError(path, str(exc))
+    if isinstance(exc, ValidationError):
+        return ValidationError(_join(path, _own_field(cls, exc.field)), exc.reason, code=exc.code)
+    if isinstance(exc, (TypeError, AttributeError)) and cls is not None and attrs.has(cls):
+        return ValidationError(path, "expected a JSON object")
+    return ValidationError(path, f"invalid value: {exc}")
+
+
+def _field_model(owner: type[Any], attribute: str) -> type[Any] | None:
+    """The model class a field holds (directly, optionally, or as list items)."""
+    attrs.resolve_types(owner)
+    field_type = attrs.fields_dict(owner)[attribute].type
+    candidates = [field_type, *typing.get_args(field_type)]
+    candidates += [arg for c in candidates[1:] for arg in typing.get_args(c)]
+    return next((c for c in candidates if isinstance(c, type) and attrs.has(c)), None)
+
+
+# -- public -----------------------------------------------------------------
+
+
+def to_wire(model: Any) -> Any:
+    """A model (or a list of models) as the exact JSON-ready value Capillary expects."""
+    return _fast.unstructure(model)
+
+
+def from_wire(cls: type[T], data: Any, *, strict: bool = False, path: str = "") -> T:
+    """Build ``cls`` from wire JSON, validating it; failures raise ``ValidationError``.
+
+    ``strict=True`` also refuses unknown keys in result models (request models
+    always refuse them). ``path`` prefixes the field in error messages.
+    """
+    if not strict:
+        try:
+            return _fast.structure(data, cls)
+        except Exception:  # noqa: BLE001, S110 - re-run below for a precise error
+            pass
+    try:
+        return (_strict if strict else _detailed).structure(data, cls)
+    except Exception as exc:  # noqa: BLE001 - any structuring failure is bad input
+        raise _translate(exc, cls, path) from None
+
+
+def ensure(cls: type[T], value: Any, *, path: str = "") -> T:
+    """``value`` if it is already a ``cls``, else ``from_wire(cls, value)``."""
+    if isinstance(value, cls):
+        return value
+    return from_wire(cls, value, path=path)

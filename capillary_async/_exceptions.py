@@ -1,0 +1,306 @@
+"""The one exception tree of capillary_async.
+
+CapillaryError
+├── TransportError               the HTTP exchange itself failed
+│   ├── ConnectError             never reached the server: safe to repeat
+│   ├── ConnectTimeoutError           never reached the server: safe to repeat
+│   ├── ReadTimeoutError              sent, no answer in time: outcome unknown
+│   └── ConnectionLostError      sent, connection dropped: outcome unknown
+├── APIError                     the server answered with an error
+│   ├── BadRequestError          400, or a top-level ``errors`` envelope
+│   ├── AuthenticationError      401, 498 (token expired), bad OAuth key/secret
+│   ├── PermissionDeniedError    403
+│   ├── NotFoundError            404
+│   ├── RateLimitError           429 (``retry_after``)
+│   └── ServerError              5xx, 521 included
+├── OutcomeUnknownError          not repeated: repeating a non-idempotent request
+│                                whose fate is unknown could apply it twice
+└── ValidationError              client-side checks (also a ``ValueError``)
+
+Usage mistakes (a closed client, an ``http://`` URL) are plain ``ValueError`` /
+``RuntimeError``: they are bugs to fix, not conditions to handle.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+__all__ = [
+    "APIError",
+    "AuthenticationError",
+    "BadRequestError",
+    "CapillaryError",
+    "ConnectError",
+    "ConnectTimeoutError",
+    "ConnectionLostError",
+    "NotFoundError",
+    "OutcomeUnknownError",
+    "PermissionDeniedError",
+    "RateLimitError",
+    "ReadTimeoutError",
+    "ServerError",
+    "TransportError",
+    "ValidationError",
+]
+
+
+class CapillaryError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    request_id: str | None = None
+
+
+class TransportError(CapillaryError):
+    """The HTTP exchange failed before a complete response arrived."""
+
+    #: True when the request may have reached the server and been applied.
+    sent: bool = True
+
+    def __init__(self, message: str, *, method: str = "", url: str = "") -> None:
+        super().__init__(message)
+        self.method = method
+        self.url = url
+
+
+class ConnectError(TransportError):
+    """The connection could not be opened: the server saw nothing."""
+
+    sent = False
+
+
+class ConnectTimeoutError(TransportError):
+    """Opening the connection took too long: the server saw nothing."""
+
+    sent = False
+
+
+class ReadTimeoutError(TransportError):
+    """The request went out but no full answer came in time."""
+
+
+class ConnectionLostError(TransportError):
+    """The connection dropped after the request was (perhaps) sent."""
+
+
+class APIError(CapillaryError):
+    """The server answered with an error status or error envelope.
+
+    ``codes`` are Capillary's numeric error codes from the ``errors`` envelope
+    (empty when the body carried none); ``request_id`` is what Capillary
+    support asks for.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int,
+        codes: Sequence[int] = (),
+        body: Any = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.codes: tuple[int, ...] = tuple(codes)
+        self.body = body
+        self.request_id = request_id
+
+    @property
+    def code(self) -> int | None:
+        """The first Capillary error code, the one that usually matters."""
+        return self.codes[0] if self.codes else None
+
+    def __str__(self) -> str:
+        parts = [f"HTTP {self.status}"]
+        if self.codes:
+            parts.append("code " + ", ".join(str(c) for c in self.codes))
+        text = f"{self.message} ({'; '.join(parts)})"
+        if self.request_id:
+            text += f" [request id {self.request_id}]"
+        return text
+
+
+class BadRequestError(APIError):
+    """400, or a request refused as a whole by a top-level ``errors`` envelope."""
+
+
+class AuthenticationError(APIError):
+    """401 (bad credentials or token), 498 (token expired), or a refused OAuth key."""
+
+
+class PermissionDeniedError(APIError):
+    """403: the credentials lack the access group for this API."""
+
+
+class NotFoundError(APIError):
+    """404."""
+
+
+class RateLimitError(APIError):
+    """429. ``retry_after`` is the server's ``Retry-After`` in seconds, if it sent one."""
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+        self.retry_after = retry_after
+
+
+class ServerError(APIError):
+    """5xx, including Capillary's 521 ("multiple actions for the same customer")."""
+
+
+class OutcomeUnknownError(CapillaryError):
+    """A request may or may not have been applied, and repeating it was not safe.
+
+    Raised instead of retrying a non-idempotent request (an updateExpiry with
+    FIXED_DAYS or FIXED_MONTHS items) after a timeout, a dropped connection, a
+    502 or a 504. The original error is ``__cause__`` and ``cause``.
+    """
+
+    def __init__(self, message: str, *, cause: CapillaryError) -> None:
+        super().__init__(message)
+        self.cause = cause
+        self.request_id = cause.request_id
+
+
+class ValidationError(CapillaryError, ValueError):
+    """Input that Capillary would refuse, caught before anything is sent.
+
+    ``field`` names the offending field (the wire path, such as
+    ``expiryDate.expiryValue``, when the input came from wire data), ``reason``
+    says what is wrong, and ``code`` is the Capillary error code the server
+    would have answered, where one exists.
+    """
+
+    def __init__(self, field: str, reason: str, *, code: int | None = None) -> None:
+        self.field = field
+        self.reason = reason
+        self.code = code
+        super().__init__(self._text())
+
+    def _text(self) -> str:
+        text = f"{self.field}: {self.reason}" if self.field else self.reason
+        if self.code is not None:
+            text += f" (Capillary code {self.code})"
+        return text
+
+    def __str__(self) -> str:
+        return self._text()
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_validation_error, (self.field, self.reason, self.code))
+
+
+def _rebuild_validation_error(field: str, reason: str, code: int | None) -> ValidationError:
+    return ValidationError(field, reason, code=code)
+
+
+def is_ambiguous(exc: BaseException) -> bool:
+    """Whether a failed request may nevertheless have been applied by the server."""
+    if isinstance(exc, OutcomeUnknownError):
+        return True
+    if isinstance(exc, TransportError):
+        return exc.sent
+    if isinstance(exc, APIError):
+        return exc.status in (502, 504)
+    return False
+
+
+_STATUS_CLASSES: Mapping[int, type[APIError]] = {
+    400: BadRequestError,
+    401: AuthenticationError,
+    403: PermissionDeniedError,
+    404: NotFoundError,
+    429: RateLimitError,
+    498: AuthenticationError,
+}
+
+
+def error_class_for_status(status: int) -> type[APIError]:
+    """The ``APIError`` subclass for an HTTP status (``APIError`` itself for odd ones)."""
+    if status in _STATUS_CLASSES:
+        return _STATUS_CLASSES[status]
+    if status >= 500:
+        return ServerError
+    if 200 <= status < 300:
+        # A 2xx carrying a top-level ``errors`` envelope: the request was refused.
+        return BadRequestError
+    return APIError
+
+
+def parse_error_envelope(body: Any) -> tuple[list[int], str]:
+    """Codes and joined messages of a v2 ``{"errors": [{"code", "message"}]}`` body."""
+    codes: list[int] = []
+    messages: list[str] = []
+    errors = body.get("errors") if isinstance(body, Mapping) else None
+    if isinstance(errors, list):
+        for entry in errors:
+            if not isinstance(entry, Mapping):
+                continue
+            code = entry.get("code")
+            if isinstance(code, int) and not isinstance(code, bool):
+                codes.append(code)
+            elif isinstance(code, str) and code.isdigit():
+                codes.append(int(code))
+            message = entry.get("message")
+            if isinstance(message, str) and message:
+                messages.append(message)
+    return codes, "; ".join(messages)
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """``Retry-After`` as seconds: a number, or an HTTP date (None if absent or unreadable)."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+def api_error(
+    status: int, body: Any, *, request_id: str | None, retry_after: str | None = None
+) -> APIError:
+    """The ``APIError`` a response stands for."""
+    codes, message = parse_error_envelope(body)
+    if not message:
+        message = _REASONS.get(status, "request failed")
+    cls = error_class_for_status(status)
+    if cls is RateLimitError:
+        return RateLimitError(
+            message,
+            retry_after=parse_retry_after(retry_after),
+            status=status,
+            codes=codes,
+            body=body,
+            request_id=request_id,
+        )
+    return cls(message, status=status, codes=codes, body=body, request_id=request_id)
+
+
+_REASONS: Mapping[int, str] = {
+    400: "bad request",
+    401: "authentication failed",
+    403: "permission denied",
+    404: "not found",
+    415: "unsupported media type",
+    429: "rate limited",
+    461: "search busy",
+    498: "token expired",
+    500: "internal server error",
+    502: "bad gateway",
+    503: "service unavailable",
+    504: "gateway timeout",
+    521: "multiple actions are running for the same customer",
+}
