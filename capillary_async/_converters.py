@@ -127,7 +127,7 @@ def _make_converter(*, detailed: bool, strict_results: bool) -> cattrs.Converter
     conv.register_unstructure_hook(WireEnum, _enum_value)
 
     def structure_factory(cls: type[Any]) -> Callable[[Any, Any], Any]:
-        return make_dict_structure_fn(
+        generated = make_dict_structure_fn(
             cls,
             conv,
             _cattrs_forbid_extra_keys=strict_results or cls in REQUEST_MODELS,
@@ -135,6 +135,15 @@ def _make_converter(*, detailed: bool, strict_results: bool) -> cattrs.Converter
             _cattrs_detailed_validation=detailed,
             **_overrides(cls),
         )
+
+        def structure(data: Any, cl: Any) -> Any:
+            # Without this a string would pass as an object whose optional
+            # fields are all missing.
+            if not isinstance(data, Mapping):
+                raise TypeError(f"expected a JSON object, got {type(data).__name__}")
+            return generated(data, cl)
+
+        return structure
 
     def unstructure_factory(cls: type[Any]) -> Callable[[Any], Any]:
         return make_dict_unstructure_fn(cls, conv, _cattrs_omit_if_default=True, **_overrides(cls))
@@ -171,9 +180,14 @@ def _structure_expiry_result(
     for key in SUCCESS_KEYS:
         for source in (body, data) if body is not data else (data,):
             value = source.get(key)
-            if value:
+            if isinstance(value, list):
                 raw_updates.extend(value)
+            elif value is not None:
+                raise ValidationError(key, f"expected a JSON array, got {type(value).__name__}")
     raw_failures = body.get("failures") or data.get("failures") or []
+    for name, value in (("updates", raw_updates), ("failures", raw_failures)):
+        if not isinstance(value, list):
+            raise ValidationError(name, f"expected a JSON array, got {type(value).__name__}")
     return m.ExpiryUpdateResult(
         updates=conv.structure(raw_updates, list[m.ExpiryUpdateEntry]),
         failures=conv.structure(raw_failures, list[m.ItemFailure]),

@@ -1,0 +1,225 @@
+"""``from_wire(to_wire(m)) == m`` for every model, through real JSON text.
+
+The strict converter refuses unknown keys, so a misspelt wire name in either
+direction fails here.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from capillary_async import (
+    CustomField,
+    Entity,
+    EntityType,
+    ExpiryDate,
+    ExpiryType,
+    ExpiryUpdate,
+    ExpiryUpdateEntry,
+    ExpiryUpdateReasonType,
+    ExpiryUpdateResult,
+    IdentifierName,
+    ItemFailure,
+    PointCategoryType,
+    PointsAwardedRefType,
+    PointsExpiryUpdateLog,
+    Redemption,
+    RedemptionUpdate,
+    StandardMeta,
+    from_wire,
+    to_wire,
+)
+
+text = st.text(max_size=20)
+required_text = st.text(min_size=1, max_size=20).filter(lambda s: s.strip() != "")
+ids = st.integers(min_value=1, max_value=10**19 - 1)
+any_int = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+string_maps = st.dictionaries(st.text(min_size=1, max_size=10), text, max_size=3)
+offsets = st.integers(min_value=-14 * 60, max_value=14 * 60).map(
+    lambda minutes: timezone(timedelta(minutes=minutes))
+)
+aware = st.datetimes(
+    min_value=datetime(1970, 1, 2), max_value=datetime(2200, 1, 1), timezones=offsets
+)
+
+
+def opt(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.none() | strategy
+
+
+def lenient(enum: Any) -> st.SearchStrategy[Any]:
+    return opt(st.sampled_from(list(enum)) | st.from_regex(r"[A-Z_]{3,12}", fullmatch=True))
+
+
+expiry_dates = st.one_of(
+    st.builds(ExpiryDate, expiry_type=st.just(ExpiryType.FIXED_DATE), expiry_value=st.dates()),
+    st.builds(
+        ExpiryDate,
+        expiry_type=st.sampled_from([ExpiryType.FIXED_DAYS, ExpiryType.FIXED_MONTHS]),
+        expiry_value=st.integers(min_value=1, max_value=10**6),
+    ),
+    st.builds(ExpiryDate, expiry_type=st.just(ExpiryType.IMMEDIATE), expiry_value=opt(text)),
+)
+standard_metas = st.builds(
+    StandardMeta, who_raised=opt(text), who_approved=opt(text), reason_for_trigger=opt(text)
+)
+expiry_updates = st.builds(
+    ExpiryUpdate,
+    identifier_name=st.sampled_from(list(IdentifierName)),
+    identifier_value=required_text,
+    program_id=ids,
+    points_awarded_ref_id=ids,
+    points_awarded_ref_type=st.sampled_from(list(PointsAwardedRefType)),
+    expiry_date=expiry_dates,
+    currency_name=opt(text),
+    point_category_type=opt(st.sampled_from(list(PointCategoryType))),
+    expiry_update_reason_type=opt(st.sampled_from(list(ExpiryUpdateReasonType))),
+    expiry_update_reason_note=opt(text),
+    standard_meta=opt(standard_metas),
+    custom_meta=opt(string_maps),
+)
+entities = st.builds(
+    Entity,
+    type=st.sampled_from(list(EntityType)),
+    identifier_type=required_text,
+    identifier_value=required_text,
+)
+
+
+@st.composite
+def redemption_updates(draw: st.DrawFn) -> RedemptionUpdate:
+    ident = draw(required_text)
+    use_external = draw(st.booleans())
+    bill_id = draw(opt(ids))
+    bill_number = draw(opt(text))
+    purpose = draw(opt(st.text(max_size=255)))
+    custom = draw(opt(string_maps))
+    if bill_id is None and bill_number is None and purpose is None and not custom:
+        bill_number = draw(text)
+    return RedemptionUpdate(
+        entity=draw(entities),
+        redemption_id=None if use_external else ident,
+        external_reference_number=ident if use_external else None,
+        bill_id=bill_id,
+        bill_number=bill_number,
+        purpose=purpose,
+        custom_fields=custom,
+    )
+
+
+custom_fields = st.builds(CustomField, name=text, value=opt(text))
+json_values = st.recursive(
+    st.none() | st.booleans() | any_int | text,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(text, inner, max_size=3),
+    max_leaves=5,
+)
+redemptions = st.builds(
+    Redemption,
+    id=opt(any_int),
+    program_id=opt(any_int),
+    points_redeemed=opt(st.floats(allow_nan=False, allow_infinity=False)),
+    bill_id=opt(any_int),
+    bill_number=opt(text),
+    validation_code=opt(text),
+    notes=opt(text),
+    redemption_time=opt(any_int),
+    points_redemption_time=opt(any_int),
+    till_id=opt(any_int),
+    till_name=opt(text),
+    point_deduction_list=st.lists(json_values, max_size=2),
+    redemption_id=opt(text),
+    custom_fields=st.lists(custom_fields, max_size=3),
+    customer_id=opt(any_int),
+    redemption_purpose=opt(text),
+    redemption_date=opt(aware),
+    warnings=st.lists(json_values, max_size=2),
+)
+logs = st.builds(
+    PointsExpiryUpdateLog,
+    pa_type=lenient(PointsAwardedRefType),
+    pa_id=opt(any_int),
+    expiry_update_reason_type=lenient(ExpiryUpdateReasonType),
+    expiry_update_reason_note=opt(text),
+    old_expiry_date=opt(text),
+    old_expiry_date_iso=opt(aware),
+    new_expiry_date=opt(text),
+    new_expiry_date_iso=opt(aware),
+    event_log_id=opt(any_int),
+    event_date=opt(text),
+    event_date_iso=opt(aware),
+    standard_meta=opt(standard_metas),
+    custom_meta=opt(string_maps),
+)
+entries = st.builds(
+    ExpiryUpdateEntry,
+    customer_id=opt(any_int),
+    program_id=opt(any_int),
+    currency_name=opt(text),
+    points_expiry_update_logs=opt(logs),
+)
+failures = st.builds(
+    ItemFailure,
+    points_awarded_ref_id=opt(any_int),
+    points_awarded_ref_type=lenient(PointsAwardedRefType),
+    error_code=opt(any_int),
+    error_message=opt(text),
+)
+results = st.builds(
+    ExpiryUpdateResult,
+    updates=st.lists(entries, max_size=3),
+    failures=st.lists(failures, max_size=3),
+    warnings=st.lists(json_values, max_size=2),
+    errors=st.lists(json_values.filter(lambda v: v is not None), max_size=2),
+)
+
+MODELS = st.one_of(
+    expiry_updates,
+    expiry_dates,
+    standard_metas,
+    entities,
+    redemption_updates(),
+    custom_fields,
+    redemptions,
+    logs,
+    entries,
+    failures,
+    results,
+)
+
+
+@given(MODELS)
+def test_round_trip_through_json(model: Any) -> None:
+    wire = json.loads(json.dumps(to_wire(model)))
+    assert from_wire(type(model), wire, strict=True) == model
+
+
+@given(expiry_updates)
+def test_wire_form_has_no_nulls_and_only_wire_names(item: ExpiryUpdate) -> None:
+    wire = to_wire(item)
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for key, inner in value.items():
+                assert inner is not None, key
+                walk(inner)
+
+    walk(wire)
+    assert set(wire) <= {
+        "identifierName",
+        "identifierValue",
+        "programId",
+        "pointsAwardedRefId",
+        "pointsAwardedRefType",
+        "currencyName",
+        "pointCategoryType",
+        "expiryUpdateReasonType",
+        "expiryUpdateReasonNote",
+        "standardMeta",
+        "customMeta",
+        "expiryDate",
+    }
