@@ -1,11 +1,17 @@
 from __future__ import annotations
 
+import contextlib
+import inspect
 import json
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterator
 from typing import Any
+from unittest import mock
 
+import aiohttp
 import anyio
 import pytest
+from aioresponses import aioresponses
+from aioresponses import core as aioresponses_core
 
 from capillary_async import (
     BasicAuth,
@@ -80,20 +86,16 @@ def clock() -> FakeClock:
 
 
 @pytest.fixture
-def make_client(
-    clock: FakeClock,
-) -> Iterable[Callable[..., CapillaryClient]]:
-    made: list[CapillaryClient] = []
+def make_client(clock: FakeClock) -> Callable[..., CapillaryClient]:
+    """A client on a scripted transport, with deterministic backoff and the fake clock."""
 
     def make(script: Script, **kwargs: Any) -> CapillaryClient:
         kwargs.setdefault("auth", BasicAuth("till.user", "password"))
         kwargs.setdefault("retry", RetryPolicy(jitter=False))
         kwargs.setdefault("clock", clock)
-        client = CapillaryClient(BASE, transport=MockTransport(script), **kwargs)
-        made.append(client)
-        return client
+        return CapillaryClient(BASE, transport=MockTransport(script), **kwargs)
 
-    yield make
+    return make
 
 
 EXPIRY_ITEM: dict[str, Any] = {
@@ -170,3 +172,35 @@ REDEMPTION_RESPONSE: dict[str, Any] = {
     "redemptionDate": "2025-06-26T15:28:28Z",
     "warnings": [],
 }
+
+
+class _NullStreamWriter:
+    output_size = 0
+
+
+class _CompatClientResponse(aiohttp.ClientResponse):
+    """aioresponses 0.7.x predates aiohttp 3.14's required ``stream_writer`` argument.
+
+    (pnuckowski/aioresponses#289; aiohttp 3.14 is a security release, so the
+    fix belongs here rather than in a pin.)
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if _NEEDS_STREAM_WRITER:
+            kwargs.setdefault("stream_writer", _NullStreamWriter())
+        super().__init__(*args, **kwargs)
+
+
+_NEEDS_STREAM_WRITER = (
+    "stream_writer" in inspect.signature(aiohttp.ClientResponse.__init__).parameters
+)
+
+
+@contextlib.contextmanager
+def mock_aiohttp() -> Iterator[aioresponses]:
+    """aioresponses, made to work with every supported aiohttp."""
+    with (
+        mock.patch.object(aioresponses_core, "ClientResponse", _CompatClientResponse),
+        aioresponses() as mocked,
+    ):
+        yield mocked
