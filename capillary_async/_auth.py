@@ -262,8 +262,6 @@ class _OAuthFlow:
         self._token: str | None = None
         self._renew_at = 0.0
         self._lock = anyio.Lock()
-        #: How many tokens this flow has fetched (for tests and diagnostics).
-        self.fetches = 0
 
     def _valid(self) -> str | None:
         if self._token is not None and self._clock.monotonic() < self._renew_at:
@@ -305,7 +303,6 @@ class _OAuthFlow:
         life = float(ttl) if isinstance(ttl, (int, float)) and ttl > 0 else 300.0
         self._token = token
         self._renew_at = started + life - min(60.0, life * 0.2)
-        self.fetches += 1
         return token
 
     async def headers(self) -> dict[str, str]:
