@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,9 @@ def test_quickstart_makes_a_real_round_trip_of_both_endpoints() -> None:
     )
     assert done.returncode == 0, done.stderr
     out = done.stdout
-    assert "updateRedemption (request id local-1)" in out
-    assert "redemption Fnpztw: bill txn-79" in out
-    assert "updated POINT_AWARDED 117521910" in out
-    assert "refused POINT_AWARDED 117521911: 3037" in out
+    assert "emulator at http://127.0.0.1:" in out
+    assert re.search(r"updateRedemption \(request id emu-\d+\)", out)
+    assert re.search(r"redemption \w{6}: bill txn-79, purpose 'Update redemption details'", out)
+    assert re.search(r"updateExpiry \(request id emu-\d+\)", out)
+    assert re.search(r"updated POINT_AWARDED\w* 1170\d+: .+ -> .+", out)
+    assert re.search(r"refused POINT_AWARDED\w* 1170\d+: 3037 ", out)
