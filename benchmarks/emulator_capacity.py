@@ -68,7 +68,9 @@ def items(count: int) -> list[dict[str, Any]]:
     return list(sample_expiry_updates(local.store, count, now=local.clock.now()))
 
 
-async def drive(base_url: str, payload: list[dict[str, Any]], concurrency: int, chunk: int) -> float:
+async def drive(
+    base_url: str, payload: list[dict[str, Any]], concurrency: int, chunk: int
+) -> float:
     """Items per second with hand-rolled aiohttp."""
     semaphore = asyncio.Semaphore(concurrency)
     connector = aiohttp.TCPConnector(limit=concurrency)
@@ -85,9 +87,7 @@ async def drive(base_url: str, payload: list[dict[str, Any]], concurrency: int, 
                     assert response.status == 200, answer
 
         started = time.perf_counter()
-        await asyncio.gather(
-            *(send(payload[i : i + chunk]) for i in range(0, len(payload), chunk))
-        )
+        await asyncio.gather(*(send(payload[i : i + chunk]) for i in range(0, len(payload), chunk)))
         return len(payload) / (time.perf_counter() - started)
 
 
