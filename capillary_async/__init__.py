@@ -1,6 +1,7 @@
 """capillary_async: an asyncio client for Capillary's loyalty points APIs."""
 
 from ._auth import BasicAuth, BearerToken, OAuthCredentials, TokenHeaderStyle
+from ._batch import BulkReport, ItemOutcome, OutcomeStatus, Progress, RetryBudget
 from ._client import UNSET, CapillaryClient
 from ._config import DEFAULT_TIMEOUTS, Clock, Cluster, RetryPolicy, SystemClock, Timeouts
 from ._converters import from_wire, to_wire
@@ -42,7 +43,7 @@ from ._models import (
     RedemptionUpdate,
     StandardMeta,
 )
-from ._resources import PointsResource
+from ._resources import OutcomeStream, PointsResource
 from ._transport import AiohttpTransport, AsyncTransport, MockTransport, Request, Response
 from ._version import __version__
 
@@ -56,6 +57,7 @@ __all__ = [
     "BadRequestError",
     "BasicAuth",
     "BearerToken",
+    "BulkReport",
     "CapillaryClient",
     "CapillaryError",
     "Clock",
@@ -74,21 +76,26 @@ __all__ = [
     "ExpiryUpdateResult",
     "IdentifierName",
     "ItemFailure",
+    "ItemOutcome",
     "MockTransport",
     "NotFoundError",
     "OAuthCredentials",
+    "OutcomeStatus",
+    "OutcomeStream",
     "OutcomeUnknownError",
     "PermissionDeniedError",
     "PointCategoryType",
     "PointsAwardedRefType",
     "PointsExpiryUpdateLog",
     "PointsResource",
+    "Progress",
     "RateLimitError",
     "ReadTimeoutError",
     "Redemption",
     "RedemptionUpdate",
     "Request",
     "Response",
+    "RetryBudget",
     "RetryPolicy",
     "ServerError",
     "StandardMeta",

@@ -2,21 +2,51 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import contextlib
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Hashable,
+    Iterable,
+    Mapping,
+    Sequence,
+)
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import anyio
 import attrs
+from anyio.streams.memory import MemoryObjectReceiveStream
 
+from ._batch import (
+    BulkReport,
+    BulkSpec,
+    ItemOutcome,
+    Job,
+    Merged,
+    OutcomeStatus,
+    Progress,
+    RetryBudget,
+    receive_fast,
+)
 from ._client import UNSET, Reply, _Unset
 from ._config import RetryPolicy, Timeouts
 from ._converters import SUCCESS_KEYS, ensure, from_wire, to_wire
+from ._enums import PointsAwardedRefType
 from ._exceptions import APIError, ValidationError
-from ._models import ExpiryUpdate, ExpiryUpdateResult, Redemption, RedemptionUpdate
+from ._models import (
+    ExpiryUpdate,
+    ExpiryUpdateEntry,
+    ExpiryUpdateResult,
+    ItemFailure,
+    Redemption,
+    RedemptionUpdate,
+)
 
 if TYPE_CHECKING:
     from ._client import CapillaryClient
 
-__all__ = ["PointsResource"]
+__all__ = ["OutcomeStream", "PointsResource"]
 
 UPDATE_REDEMPTION_PATH = "/v2/points/updateRedemption"
 UPDATE_EXPIRY_PATH = "/v2/points/updateExpiry"
@@ -127,3 +157,372 @@ class PointsResource:
             ),
         )
         return parse_reply(ExpiryUpdateResult, reply)
+
+    def stream_update_expiry(
+        self,
+        items: Iterable[ExpiryUpdate | Mapping[str, Any]]
+        | AsyncIterable[ExpiryUpdate | Mapping[str, Any]],
+        *,
+        chunk_size: int = 100,
+        concurrency: int = 8,
+        rate_limit: float | None = None,
+        on_progress: Callable[[Progress], object] | None = None,
+        flush_after: float | None = 1.0,
+        fail_fast: bool = False,
+        keep_all: bool = False,
+        retry: RetryPolicy | None = None,
+        retry_budget: RetryBudget | None = None,
+        timeout: Timeouts | float | _Unset | None = UNSET,
+    ) -> contextlib.AbstractAsyncContextManager[OutcomeStream]:
+        """Apply expiry updates in bounded chunks, yielding one ``ItemOutcome`` per item.
+
+        ``items`` may be any iterable or async iterable of ``ExpiryUpdate`` or
+        wire-format mappings, read lazily: about ``concurrency x chunk_size``
+        items are held at once, whatever the input size. Use as
+        ``async with ... as outcomes: async for outcome in outcomes``; leaving
+        the block early cancels the job.
+        """
+        spec = _ExpirySpec(self._client, timeout)
+        return _stream(
+            spec,
+            items,
+            self._job_options(
+                chunk_size=chunk_size,
+                concurrency=concurrency,
+                rate_limit=rate_limit,
+                on_progress=on_progress,
+                flush_after=flush_after,
+                fail_fast=fail_fast,
+                keep_all=keep_all,
+                retry=retry,
+                retry_budget=retry_budget,
+            ),
+        )
+
+    async def bulk_update_expiry(
+        self,
+        items: Iterable[ExpiryUpdate | Mapping[str, Any]]
+        | AsyncIterable[ExpiryUpdate | Mapping[str, Any]],
+        *,
+        chunk_size: int = 100,
+        concurrency: int = 8,
+        rate_limit: float | None = None,
+        on_progress: Callable[[Progress], object] | None = None,
+        flush_after: float | None = 1.0,
+        fail_fast: bool = False,
+        keep_all: bool = False,
+        retry: RetryPolicy | None = None,
+        retry_budget: RetryBudget | None = None,
+        timeout: Timeouts | float | _Unset | None = UNSET,
+    ) -> BulkReport:
+        """Apply any number of expiry updates and return one merged ``BulkReport``.
+
+        Every input item ends with exactly one outcome; the counts add up to
+        ``report.total``. See ``stream_update_expiry`` for the options.
+        """
+        async with self.stream_update_expiry(
+            items,
+            chunk_size=chunk_size,
+            concurrency=concurrency,
+            rate_limit=rate_limit,
+            on_progress=on_progress,
+            flush_after=flush_after,
+            fail_fast=fail_fast,
+            keep_all=keep_all,
+            retry=retry,
+            retry_budget=retry_budget,
+            timeout=timeout,
+        ) as outcomes:
+            async for _ in outcomes:
+                pass
+        return outcomes.report
+
+    def stream_update_redemption(
+        self,
+        items: Iterable[RedemptionUpdate | Mapping[str, Any]]
+        | AsyncIterable[RedemptionUpdate | Mapping[str, Any]],
+        *,
+        concurrency: int = 8,
+        rate_limit: float | None = None,
+        on_progress: Callable[[Progress], object] | None = None,
+        fail_fast: bool = False,
+        keep_all: bool = False,
+        retry: RetryPolicy | None = None,
+        retry_budget: RetryBudget | None = None,
+        timeout: Timeouts | float | _Unset | None = UNSET,
+    ) -> contextlib.AbstractAsyncContextManager[OutcomeStream]:
+        """Update many redemptions (one request each, as the API takes them), streaming outcomes."""
+        spec = _RedemptionSpec(self._client, timeout)
+        return _stream(
+            spec,
+            items,
+            self._job_options(
+                chunk_size=1,
+                concurrency=concurrency,
+                rate_limit=rate_limit,
+                on_progress=on_progress,
+                flush_after=None,
+                fail_fast=fail_fast,
+                keep_all=keep_all,
+                retry=retry,
+                retry_budget=retry_budget,
+            ),
+        )
+
+    async def bulk_update_redemption(
+        self,
+        items: Iterable[RedemptionUpdate | Mapping[str, Any]]
+        | AsyncIterable[RedemptionUpdate | Mapping[str, Any]],
+        *,
+        concurrency: int = 8,
+        rate_limit: float | None = None,
+        on_progress: Callable[[Progress], object] | None = None,
+        fail_fast: bool = False,
+        keep_all: bool = False,
+        retry: RetryPolicy | None = None,
+        retry_budget: RetryBudget | None = None,
+        timeout: Timeouts | float | _Unset | None = UNSET,
+    ) -> BulkReport:
+        """Update many redemptions and return one merged ``BulkReport``."""
+        async with self.stream_update_redemption(
+            items,
+            concurrency=concurrency,
+            rate_limit=rate_limit,
+            on_progress=on_progress,
+            fail_fast=fail_fast,
+            keep_all=keep_all,
+            retry=retry,
+            retry_budget=retry_budget,
+            timeout=timeout,
+        ) as outcomes:
+            async for _ in outcomes:
+                pass
+        return outcomes.report
+
+    def _job_options(self, *, retry: RetryPolicy | None, **options: Any) -> dict[str, Any]:
+        client = self._client
+        return {
+            "clock": client.clock,
+            "retry": retry if retry is not None else client.retry,
+            **options,
+        }
+
+
+# -- bulk ----------------------------------------------------------------------------
+
+_NO_RETRY = RetryPolicy.disabled()
+_T = TypeVar("_T")
+_M = TypeVar("_M")
+
+
+def _prepare(cls: type[_M], raw: object, what: str) -> _M:
+    if isinstance(raw, cls):
+        return raw
+    if not isinstance(raw, Mapping):
+        raise ValidationError("", f"expected {what} or a mapping of its wire fields")
+    return from_wire(cls, raw)
+
+
+def _json_ready(item: Any) -> Any:
+    if attrs.has(type(item)):
+        return to_wire(item)
+    return (
+        item if isinstance(item, (Mapping, list, str, int, float, bool, type(None))) else repr(item)
+    )
+
+
+def _ref_key(ref_id: object, ref_type: object) -> tuple[object, object]:
+    # Known types as their enum member (hashing a member is cheap), unknown as text.
+    if type(ref_type) is not PointsAwardedRefType:
+        ref_type = PointsAwardedRefType._value2member_map_.get(str(ref_type), str(ref_type))
+    return (ref_id, ref_type)
+
+
+class _ExpirySpec:
+    """updateExpiry in bulk: chunks of many items, matched back by points-awarded ref."""
+
+    max_chunk_size: int | None = None
+
+    def __init__(self, client: CapillaryClient, timeout: Timeouts | float | _Unset | None) -> None:
+        self._client = client
+        self._timeout = timeout
+
+    def prepare(self, raw: object) -> ExpiryUpdate:
+        return _prepare(ExpiryUpdate, raw, "an ExpiryUpdate")
+
+    def key(self, item: ExpiryUpdate) -> Hashable:
+        return (item.points_awarded_ref_id, item.points_awarded_ref_type)
+
+    def idempotent(self, item: ExpiryUpdate) -> bool:
+        return item.idempotent
+
+    async def send(self, items: list[ExpiryUpdate]) -> tuple[ExpiryUpdateResult, str | None]:
+        # One attempt, marked idempotent so the raw error comes back: the engine
+        # applies retries and the idempotency rule per item itself.
+        reply = await self._client._request(
+            "POST",
+            UPDATE_EXPIRY_PATH,
+            json={EXPIRY_LIST_FIELD: to_wire(items)},
+            timeout=self._timeout,
+            retry=_NO_RETRY,
+            idempotent=True,
+            accept=expiry_body_is_data,
+        )
+        return parse_reply(ExpiryUpdateResult, reply), reply.request_id
+
+    def merge(
+        self, chunk: Sequence[tuple[int, ExpiryUpdate]], result: ExpiryUpdateResult
+    ) -> Merged:
+        by_key = {self.key(item): (index, item) for index, item in chunk}
+        decided: dict[Hashable, tuple[OutcomeStatus, Any, int | None, str | None]] = {}
+        anomalies: list[str] = []
+        answers: list[tuple[Hashable, tuple[OutcomeStatus, Any, int | None, str | None]]] = [
+            (_ref_key(*entry.ref), (OutcomeStatus.SUCCEEDED, entry, None, None))
+            for entry in result.updates
+        ]
+        for failure in result.failures:
+            decision = (OutcomeStatus.FAILED, failure, failure.error_code, failure.error_message)
+            answers.append((_ref_key(*failure.ref), decision))
+        for key, decision in answers:
+            if key not in by_key:
+                anomalies.append(f"the answer names {key}, which this request did not send")
+            elif key in decided:
+                anomalies.append(f"the answer names {key} twice; the first entry counts")
+            else:
+                decided[key] = decision
+        outcomes = []
+        for index, item in chunk:
+            status, detail, code, message = decided.get(
+                self.key(item),
+                (
+                    OutcomeStatus.UNKNOWN,
+                    None,
+                    None,
+                    "the answer did not mention this item: it may or may not have been applied",
+                ),
+            )
+            update = detail if isinstance(detail, ExpiryUpdateEntry) else None
+            if isinstance(detail, ItemFailure) and message is None:
+                message = "refused by the server"
+            outcomes.append((index, item, status, update, code, message))
+        missing = sum(1 for o in outcomes if o[2] is OutcomeStatus.UNKNOWN)
+        if missing:
+            anomalies.append(f"the answer left out {missing} of the {len(chunk)} items sent")
+        return Merged(outcomes, anomalies)
+
+    def describe(self, item: Any) -> dict[str, Any]:
+        if isinstance(item, ExpiryUpdate):
+            return {
+                "pointsAwardedRefId": item.points_awarded_ref_id,
+                "pointsAwardedRefType": item.points_awarded_ref_type.value,
+            }
+        source = item if isinstance(item, Mapping) else {}
+        return {
+            "pointsAwardedRefId": source.get("pointsAwardedRefId"),
+            "pointsAwardedRefType": source.get("pointsAwardedRefType"),
+        }
+
+    def wire(self, item: Any) -> Any:
+        return _json_ready(item)
+
+
+class _RedemptionSpec:
+    """updateRedemption in bulk: the API takes one redemption per request."""
+
+    max_chunk_size: int | None = 1
+
+    def __init__(self, client: CapillaryClient, timeout: Timeouts | float | _Unset | None) -> None:
+        self._client = client
+        self._timeout = timeout
+
+    def prepare(self, raw: object) -> RedemptionUpdate:
+        return _prepare(RedemptionUpdate, raw, "a RedemptionUpdate")
+
+    def key(self, item: RedemptionUpdate) -> Hashable:
+        return (item.redemption_id, item.external_reference_number)
+
+    def idempotent(self, item: RedemptionUpdate) -> bool:
+        return item.idempotent
+
+    async def send(self, items: list[RedemptionUpdate]) -> tuple[Redemption, str | None]:
+        (item,) = items
+        reply = await self._client._request(
+            "PUT",
+            UPDATE_REDEMPTION_PATH,
+            json=to_wire(item),
+            timeout=self._timeout,
+            retry=_NO_RETRY,
+            idempotent=True,
+        )
+        return parse_reply(Redemption, reply), reply.request_id
+
+    def merge(self, chunk: Sequence[tuple[int, RedemptionUpdate]], result: Redemption) -> Merged:
+        return Merged([(i, item, OutcomeStatus.SUCCEEDED, result, None, None) for i, item in chunk])
+
+    def describe(self, item: Any) -> dict[str, Any]:
+        if isinstance(item, RedemptionUpdate):
+            return {
+                "redemptionId": item.redemption_id,
+                "externalReferenceNumber": item.external_reference_number,
+            }
+        source = item if isinstance(item, Mapping) else {}
+        return {
+            "redemptionId": source.get("redemptionId"),
+            "externalReferenceNumber": source.get("externalReferenceNumber"),
+        }
+
+    def wire(self, item: Any) -> Any:
+        return _json_ready(item)
+
+
+class OutcomeStream:
+    """The outcomes of a running bulk job, one per input item, as chunks complete.
+
+    ``report`` holds the running counts (final once iteration ends) and
+    ``progress()`` the current ``Progress``.
+    """
+
+    def __init__(self, receive: MemoryObjectReceiveStream[ItemOutcome], job: Job[Any, Any]):
+        self._receive = receive
+        self._job = job
+        self.exhausted = False
+
+    @property
+    def report(self) -> BulkReport:
+        """The job's report; complete once the stream is exhausted."""
+        return self._job.report
+
+    def progress(self) -> Progress:
+        """Counts so far."""
+        return self._job.progress()
+
+    def __aiter__(self) -> OutcomeStream:
+        return self
+
+    async def __anext__(self) -> ItemOutcome:
+        try:
+            return await receive_fast(self._receive)  # type: ignore[no-any-return]
+        except anyio.EndOfStream:
+            self.exhausted = True
+            raise StopAsyncIteration from None
+
+
+@contextlib.asynccontextmanager
+async def _stream(
+    spec: BulkSpec[Any, Any], items: Any, job_options: dict[str, Any]
+) -> AsyncIterator[OutcomeStream]:
+    """Run a job in a task group for as long as the caller's ``async with`` block.
+
+    Leaving the block early cancels the job: requests in flight are abandoned
+    cleanly and no task outlives the block.
+    """
+    job: Job[Any, Any] = Job(spec, items, **job_options)
+    send, receive = anyio.create_memory_object_stream[ItemOutcome](job.chunk_size)
+    async with receive, anyio.create_task_group() as tg:
+        tg.start_soon(job.run, send)
+        stream = OutcomeStream(receive, job)
+        try:
+            yield stream
+        finally:
+            if not stream.exhausted:
+                tg.cancel_scope.cancel()
