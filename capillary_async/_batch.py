@@ -520,7 +520,8 @@ class Job(Generic[ItemT, ResultT]):
         self.budget = _Budget(retry_budget or RetryBudget())
         self.report = BulkReport(keep_all=keep_all, describe=spec.describe)
         self.report._wire = spec.wire
-        self.held_limit = chunk_size * (concurrency + 1)
+        # In flight, one chunk being built, and one waiting to retry.
+        self.held_limit = chunk_size * (concurrency + 2)
         self.report.held_limit = self.held_limit
         self._held = _Gate(self.held_limit)
         self._ready: deque[_Chunk] = deque()
@@ -549,15 +550,20 @@ class Job(Generic[ItemT, ResultT]):
         self._out = out
         self._started = time.perf_counter()
         inbox_send, inbox_receive = anyio.create_memory_object_stream[Any](self.chunk_size)
+        reader_inbox = inbox_send.clone()
         self._inbox = inbox_send
         try:
             async with out, anyio.create_task_group() as tg:
                 self._task_group = tg
-                tg.start_soon(self._reader, inbox_send)
+                # The reader closes its clone when the input ends; the job's own
+                # end stays open for pokes until the chunker is done.
+                tg.start_soon(self._reader, reader_inbox)
                 tg.start_soon(self._chunker, inbox_receive)
                 for _ in range(self.concurrency):
                     tg.start_soon(self._worker)
         finally:
+            for stream in (reader_inbox, inbox_send, inbox_receive, out):
+                stream.close()  # also when cancelled before a task got to it
             self.report.elapsed = time.perf_counter() - self._started
             self.report.total = self._read
             self.report.peak_held = self._held.peak
@@ -696,6 +702,9 @@ class Job(Generic[ItemT, ResultT]):
     # -- chunking ------------------------------------------------------------------------------
 
     async def _chunker(self, inbox: MemoryObjectReceiveStream[Any]) -> None:
+        inbox_send = self._inbox
+        if inbox_send is None:
+            raise RuntimeError("the job is not running")
         reader_done = False
         async with inbox:
             while True:
@@ -705,8 +714,11 @@ class Job(Generic[ItemT, ResultT]):
                         break
                 self._take_released()
                 building = self._building
+                # A partial chunk goes early only when waiting could not help: the
+                # input has ended, or every held item sits in it (nothing in flight
+                # will free a token for the reader).
                 if len(building) >= self.chunk_size or (
-                    building and (reader_done or self._held.full)
+                    building and (reader_done or (self._held.full and not self._unfinished))
                 ):
                     self._submit()
                     continue
@@ -729,6 +741,8 @@ class Job(Generic[ItemT, ResultT]):
                 elif message is not _POKE:
                     await self._place(message)
         self._input_done = True
+        self._inbox = None
+        inbox_send.close()
         self._notify()
 
     def _submit(self) -> None:
@@ -845,9 +859,12 @@ class Job(Generic[ItemT, ResultT]):
             self._stop(f"the server refused the credentials: {error}")
             return
         if status == 413 or isinstance(error, BadRequestError):
-            if status == 413 and self.chunk_size > 1:
-                self.chunk_size = max(1, self.chunk_size // 2)
-                logger.warning("bulk job: 413, chunk size now %d", self.chunk_size)
+            if status == 413:
+                # Half the refused chunk: halves of one refusal do not shrink it twice.
+                size = max(1, min(self.chunk_size, len(chunk.items) // 2))
+                if size < self.chunk_size:
+                    self.chunk_size = size
+                    logger.warning("bulk job: 413, chunk size now %d", size)
             await self._split_or_fail(chunk, error)
             return
         if not _retryable(error):

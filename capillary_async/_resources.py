@@ -518,11 +518,15 @@ async def _stream(
     """
     job: Job[Any, Any] = Job(spec, items, **job_options)
     send, receive = anyio.create_memory_object_stream[ItemOutcome](job.chunk_size)
-    async with receive, anyio.create_task_group() as tg:
-        tg.start_soon(job.run, send)
-        stream = OutcomeStream(receive, job)
-        try:
-            yield stream
-        finally:
-            if not stream.exhausted:
-                tg.cancel_scope.cancel()
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(job.run, send)
+            stream = OutcomeStream(receive, job)
+            try:
+                yield stream
+            finally:
+                if not stream.exhausted:
+                    tg.cancel_scope.cancel()
+    finally:
+        send.close()  # the job closes it, unless cancelled before it started
+        receive.close()
