@@ -373,9 +373,12 @@ async def test_a_waiting_retry_does_not_stall_the_other_chunks() -> None:
     server = Server()
     server.queue.append(reply(503))
     clock = GatedClock()
-    async with client_for(server, clock) as client, client.points.stream_update_expiry(
-        [update(n) for n in range(1, 31)], chunk_size=10, concurrency=1
-    ) as outcomes:
+    async with (
+        client_for(server, clock) as client,
+        client.points.stream_update_expiry(
+            [update(n) for n in range(1, 31)], chunk_size=10, concurrency=1
+        ) as outcomes,
+    ):
         seen = []
         async for outcome in outcomes:
             seen.append(outcome.index)
@@ -479,9 +482,10 @@ async def test_async_input_that_stalls_is_flushed(clock: FakeClock) -> None:
     server = Server()
     for n in (1, 2, 3):
         queue.put_nowait(update(n))
-    async with client_for(server, clock) as client, client.points.stream_update_expiry(
-        feed(), chunk_size=100, flush_after=0.05
-    ) as outcomes:
+    async with (
+        client_for(server, clock) as client,
+        client.points.stream_update_expiry(feed(), chunk_size=100, flush_after=0.05) as outcomes,
+    ):
         first = [await outcomes.__anext__() for _ in range(3)]
         assert sorted(o.index for o in first) == [0, 1, 2]
         queue.put_nowait(update(4))
@@ -519,9 +523,10 @@ async def test_memory_stays_flat_for_200000_items(clock: FakeClock) -> None:
         ]
         return reply(200, {"currencyExpiryUpdateResponse": updates})
 
-    async with client_for(fast, clock) as client, client.points.stream_update_expiry(
-        items(), chunk_size=100, concurrency=8
-    ) as outcomes:
+    async with (
+        client_for(fast, clock) as client,
+        client.points.stream_update_expiry(items(), chunk_size=100, concurrency=8) as outcomes,
+    ):
         async for _ in outcomes:
             seen += 1
     report = outcomes.report
