@@ -126,7 +126,7 @@ async def test_10000_items_under_faults_are_all_accounted_for(
     assert report.retried_requests > 0
 
     by_kind: dict[str, Counter[OutcomeStatus]] = {}
-    for (kind, item), outcome in zip(items, outcomes):
+    for (kind, item), outcome in zip(items, outcomes, strict=True):
         by_kind.setdefault(kind, Counter())[outcome.status] += 1
         key = (item["pointsAwardedRefId"], item["pointsAwardedRefType"])
         times = emu.audit.times_applied(*key)
