@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import sys
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
@@ -42,6 +43,9 @@ from ._models import (
     Redemption,
     RedemptionUpdate,
 )
+
+if sys.version_info < (3, 11):  # pragma: no cover - anyio brings the backport
+    from exceptiongroup import BaseExceptionGroup
 
 if TYPE_CHECKING:
     from ._client import CapillaryClient
@@ -475,6 +479,23 @@ class _RedemptionSpec:
         return _json_ready(item)
 
 
+def _sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one error in a (nested) group, counting repeats of the same error once."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+        else:
+            leaves.append(current)
+    if leaves and all(
+        type(leaf) is type(leaves[0]) and str(leaf) == str(leaves[0]) for leaf in leaves
+    ):
+        return leaves[-1]
+    return None
+
+
 class OutcomeStream:
     """The outcomes of a running bulk job, one per input item, as chunks complete.
 
@@ -527,6 +548,12 @@ async def _stream(
             finally:
                 if not stream.exhausted:
                     tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # Task groups wrap what they raise; callers should get their own error back.
+        sole = _sole_error(group)
+        if sole is None:
+            raise
+        raise sole from None
     finally:
         send.close()  # the job closes it, unless cancelled before it started
         receive.close()

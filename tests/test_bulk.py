@@ -646,3 +646,28 @@ async def test_non_mapping_input_is_invalid(clock: FakeClock) -> None:
         OutcomeStatus.SUCCEEDED,
     ]
     assert "mapping" in (report.outcomes()[0].error_message or "")
+
+
+async def test_a_failing_progress_callback_raises_its_own_error(clock: FakeClock) -> None:
+    def broken(progress: Progress) -> None:
+        raise ValueError("progress callback broke")
+
+    async with client_for(Server(), clock) as client:
+        with pytest.raises(ValueError, match="progress callback broke"):
+            await client.points.bulk_update_expiry(
+                [update(n) for n in range(1, 50)], chunk_size=10, on_progress=broken
+            )
+        assert (await client.points.update_expiry([update(1)])).updates  # still usable
+
+
+async def test_an_error_in_the_consumer_comes_out_unwrapped(clock: FakeClock) -> None:
+    async def consume(client: CapillaryClient) -> None:
+        async with client.points.stream_update_expiry(
+            [update(n) for n in range(1, 50)], chunk_size=10
+        ) as outcomes:
+            async for _ in outcomes:
+                raise KeyError("consumer broke")
+
+    async with client_for(Server(), clock) as client:
+        with pytest.raises(KeyError, match="consumer broke"):
+            await consume(client)
