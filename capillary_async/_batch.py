@@ -31,6 +31,7 @@ import time
 from collections import Counter, deque
 from collections.abc import (
     AsyncIterable,
+    Awaitable,
     Callable,
     Hashable,
     Iterable,
@@ -232,8 +233,15 @@ class BulkReport:
     ``stop_reason`` says why a job stopped early (None when it ran through).
     """
 
-    def __init__(self, *, keep_all: bool = False, describe: Callable[[Any], dict[str, Any]]):
+    def __init__(
+        self,
+        *,
+        keep_all: bool = False,
+        keep_failures: bool = True,
+        describe: Callable[[Any], dict[str, Any]],
+    ):
         self.keep_all = keep_all
+        self.keep_failures = keep_failures
         self._describe = describe
         self._wire: Callable[[Any], Any] = lambda item: item
         self.total = 0
@@ -282,7 +290,8 @@ class BulkReport:
                     outcome.error_code if outcome.error_code is not None else status.value
                 )
                 self.failures_by_code[label] += 1
-            self._failures.append(outcome)
+            if self.keep_failures:
+                self._failures.append(outcome)
         if self.keep_all:
             self._outcomes.append(outcome)
 
@@ -494,8 +503,10 @@ class Job(Generic[ItemT, ResultT]):
         flush_after: float | None = 1.0,
         fail_fast: bool = False,
         keep_all: bool = False,
+        keep_failures: bool = True,
         on_progress: Callable[[Progress], object] | None = None,
         retry_budget: RetryBudget | None = None,
+        on_send: Callable[[list[Any]], Awaitable[object]] | None = None,
     ) -> None:
         if chunk_size < 1:
             raise ValueError("chunk_size: must be at least 1")
@@ -516,9 +527,12 @@ class Job(Generic[ItemT, ResultT]):
         self.flush_after = flush_after
         self.fail_fast = fail_fast
         self.on_progress = on_progress
+        self.on_send = on_send
         self.pacer = _Pacer(clock, concurrency, rate_limit)
         self.budget = _Budget(retry_budget or RetryBudget())
-        self.report = BulkReport(keep_all=keep_all, describe=spec.describe)
+        self.report = BulkReport(
+            keep_all=keep_all, keep_failures=keep_failures, describe=spec.describe
+        )
         self.report._wire = spec.wire
         # In flight, one chunk being built, and one waiting to retry.
         self.held_limit = chunk_size * (concurrency + 2)
@@ -542,6 +556,7 @@ class Job(Generic[ItemT, ResultT]):
         self._inbox: MemoryObjectSendStream[Any] | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
         self._parked: set[anyio.CancelScope] = set()
+        self._drain = True
 
     # -- running -----------------------------------------------------------------------
 
@@ -572,6 +587,16 @@ class Job(Generic[ItemT, ResultT]):
     def _notify(self) -> None:
         self._wake.set()
         self._wake = anyio.Event()
+
+    def stop(self, reason: str, *, drain: bool = True) -> None:
+        """Send nothing more: requests in flight finish, items not sent end ``not_attempted``.
+
+        With ``drain=False`` the rest of the input is not read at all (a journal
+        knows those items are still pending), so the report covers only what
+        was read.
+        """
+        self._drain = drain
+        self._stop(reason)
 
     def _stop(self, reason: str) -> None:
         if not self._stopping:
@@ -669,6 +694,8 @@ class Job(Generic[ItemT, ResultT]):
                 iterator = aiter(items)
                 try:
                     async for raw in iterator:
+                        if self._stopping and not self._drain:
+                            break
                         await self._take(raw, inbox)
                 finally:
                     close = getattr(iterator, "aclose", None)
@@ -677,6 +704,8 @@ class Job(Generic[ItemT, ResultT]):
                             await close()
             else:
                 for raw in items:
+                    if self._stopping and not self._drain:
+                        break
                     await self._take(raw, inbox)
             await _send(inbox, _END)
 
@@ -816,6 +845,8 @@ class Job(Generic[ItemT, ResultT]):
             await self._settle_unsent(chunk)
             return
         items = [item for _, item in chunk.items]
+        if self.on_send is not None and chunk.attempt == 0 and not chunk.split:
+            await self.on_send(items)  # e.g. a journal marks them in flight first
         async with self.pacer.limiter:
             report = self.report
             report.requests += 1

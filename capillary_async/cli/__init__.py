@@ -1,0 +1,131 @@
+"""The ``capillary-async`` command: resumable bulk jobs from files, the emulator, a demo.
+
+Exit status: 0 every item succeeded, 1 some did not, 2 a usage or configuration
+error (nothing sent), 130 interrupted (journal saved).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Mapping, Sequence
+
+from ._env import UsageError, credentials_from_env, target_from
+from ._run import EXIT_INTERRUPTED, EXIT_USAGE, ApplyOptions, apply
+
+__all__ = ["main"]
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _apply_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], kind: str) -> None:
+    group = sub.add_parser(kind, help=f"{kind} bulk jobs")
+    actions = group.add_subparsers(dest="action", required=True)
+    parser = actions.add_parser(
+        "apply",
+        help=f"apply an {kind} file" if kind == "expiry" else "apply a redemption file",
+        description=(
+            "INPUT is .jsonl (one wire-format object a line), .csv (a header of wire names, "
+            "nested fields as dotted names such as expiryDate.expiryType) or - for JSONL on "
+            "standard input. Credentials come from CAPILLARY_USERNAME with CAPILLARY_PASSWORD "
+            "or CAPILLARY_PASSWORD_MD5, CAPILLARY_CLIENT_KEY with CAPILLARY_CLIENT_SECRET, or "
+            "CAPILLARY_TOKEN; the target from --base-url / --cluster or CAPILLARY_BASE_URL / "
+            "CAPILLARY_CLUSTER."
+        ),
+    )
+    parser.add_argument("input", metavar="INPUT")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--base-url", metavar="URL")
+    where.add_argument("--cluster", metavar="NAME", help="EU, APAC, APAC2, SEA, US, USHC, CN...")
+    if kind == "expiry":
+        parser.add_argument("--chunk-size", type=_positive_int, default=100)
+    parser.add_argument("--concurrency", type=_positive_int, default=8)
+    parser.add_argument("--rate", type=_positive_float, help="requests per second at most")
+    parser.add_argument("--report", metavar="PATH", help="write the JSON report here")
+    parser.add_argument("--failures", metavar="PATH", help="CSV of every row that did not succeed")
+    parser.add_argument("--journal", metavar="PATH", help="SQLite journal: rerun to resume")
+    parser.add_argument("--dry-run", action="store_true", help="validate every row, send nothing")
+    parser.add_argument("--fail-fast", action="store_true", help="stop at the first chunk failure")
+    parser.add_argument(
+        "--retry-unknown",
+        action="store_true",
+        help="on resume, also resend FIXED_DAYS / FIXED_MONTHS rows left in flight",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line."""
+    parser = argparse.ArgumentParser(
+        prog="capillary-async",
+        description="Bulk jobs for Capillary's loyalty points APIs, from files.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _apply_parser(sub, "expiry")
+    _apply_parser(sub, "redemption")
+    emulator = sub.add_parser("emulator", help="serve the local Capillary emulator")
+    from ..testing.__main__ import add_arguments
+
+    add_arguments(emulator)
+    demo = sub.add_parser("demo", help="a bulk job against the built-in emulator, no setup")
+    demo.add_argument("--items", type=_positive_int, default=20_000)
+    demo.add_argument("--dir", metavar="PATH", help="where to write the sample and the report")
+    return parser
+
+
+async def _dispatch(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    if args.command == "demo":
+        from ._demo import demo
+
+        return await demo(items=args.items, directory=args.dir)
+    options = ApplyOptions(
+        kind=args.command,
+        input=args.input,
+        chunk_size=getattr(args, "chunk_size", 1),
+        concurrency=args.concurrency,
+        rate=args.rate,
+        report=args.report,
+        failures=args.failures,
+        journal=args.journal,
+        dry_run=args.dry_run,
+        fail_fast=args.fail_fast,
+        retry_unknown=args.retry_unknown,
+    )
+    if options.dry_run:
+        return await apply(options, base_url=None, auth=None)
+    base_url = target_from(args.base_url, args.cluster, env)
+    auth = credentials_from_env(env)
+    return await apply(options, base_url=base_url, auth=auth)
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """Entry point of ``capillary-async``."""
+    args = build_parser().parse_args(argv)
+    if args.command == "emulator":
+        from ..testing.__main__ import serve
+
+        try:
+            asyncio.run(serve(args))
+        except KeyboardInterrupt:
+            return EXIT_INTERRUPTED
+        return 0
+    try:
+        return asyncio.run(_dispatch(args, os.environ if env is None else env))
+    except UsageError as exc:
+        print(f"capillary-async: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED

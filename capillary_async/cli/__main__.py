@@ -1,0 +1,5 @@
+"""``python -m capillary_async.cli``, the same as ``capillary-async``."""
+
+from . import main
+
+raise SystemExit(main())
