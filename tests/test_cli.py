@@ -465,3 +465,50 @@ def test_rich_progress_renders(tmp_path: Path) -> None:
         display.update(5, 1)
     assert "expiry apply" in stream.getvalue()
     assert "5/10" in stream.getvalue()
+
+
+async def test_retry_unknown_resends_rows_left_in_flight(emu: Emulator, tmp_path: Path) -> None:
+    items = mixed(emu, 30)
+    source = tmp_path / "in.jsonl"
+    write_jsonl(source, items)
+    journal = tmp_path / "job.db"
+    args = ["expiry", "apply", str(source), "--journal", str(journal)]
+    code, _, err = await run_cli(*args, env=cli_env(emu))
+    assert code == 0, err
+    # as if the process had died with rows 0-5 in flight (0 and 3 are FIXED_DAYS)
+    with sqlite3.connect(journal) as db:
+        db.execute("UPDATE items SET state = 'in_flight' WHERE idx < 6")
+    code, _, _ = await run_cli(*args, env=cli_env(emu))
+    assert code == 1
+    with sqlite3.connect(journal) as db:
+        states = dict(db.execute("SELECT idx, state FROM items WHERE idx < 6"))
+    assert states == {
+        0: "unknown",
+        1: "succeeded",
+        2: "succeeded",
+        3: "unknown",
+        4: "succeeded",
+        5: "succeeded",
+    }
+    with sqlite3.connect(journal) as db:
+        db.execute("UPDATE items SET state = 'in_flight' WHERE idx IN (0, 3)")
+    code, _, _ = await run_cli(*args, "--retry-unknown", env=cli_env(emu))
+    assert code == 0
+    assert journal_states(journal) == {"succeeded": 30}
+
+
+async def test_emulator_command_serves(tmp_path: Path) -> None:
+    process = await start(
+        "emulator", "--port", "0", "--seed", "1", "--customers", "3", env=cli_env(None)
+    )
+    try:
+        assert process.stderr is not None
+        banner = b""
+        while b"Ctrl-C" not in banner:
+            banner += await asyncio.wait_for(process.stderr.readline(), 30)
+        assert b"on http://127.0.0.1:" in banner
+        assert b"3 customers" in banner
+    finally:
+        process.send_signal(signal.SIGINT)
+        await process.communicate()
+    assert process.returncode in (0, 130)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import shutil
 import signal
@@ -245,12 +246,8 @@ async def _dry_run(options: ApplyOptions, kind: _Kind, out: IO[str]) -> int:
 
 
 def _write_failures(path: str, kind: _Kind, rows: Iterator[dict[str, Any]]) -> None:
-    columns = ["line", *kind.ref_columns, "status", "errorCode", "errorMessage"]
-    if kind.name == "redemption":
-        columns.remove("externalReferenceNumber")
-        columns.insert(2, "externalReferenceNumber")
     with Path(path).open("w", encoding="utf-8", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=columns, extrasaction="ignore")
+        writer = csv.DictWriter(stream, fieldnames=_failure_columns(kind), extrasaction="ignore")
         writer.writeheader()
         for row in rows:
             writer.writerow(row)
@@ -365,8 +362,7 @@ class _JobRun:
             text = json.dumps(summary, indent=2)
             await anyio.Path(options.report).write_text(text, encoding="utf-8")
         if options.failures:
-            rows = [row async for row in _failure_rows(self.journal, self.kind)]
-            await anyio.to_thread.run_sync(_write_failures, options.failures, self.kind, iter(rows))
+            await _stream_failures(options.failures, self.kind, self.journal)
         _print_summary(summary, options, self.out)
         if self.interrupts:
             return EXIT_INTERRUPTED
@@ -424,6 +420,25 @@ class _JobRun:
     @property
     def done(self) -> int:
         return self.processed + self.counters["skipped"]
+
+
+async def _stream_failures(path: str, kind: _Kind, journal: Journal) -> None:
+    """The failures CSV, written batch by batch from the journal: flat memory."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=_failure_columns(kind), extrasaction="ignore")
+    writer.writeheader()
+    async with await anyio.open_file(path, "w", encoding="utf-8", newline="") as out:
+        async for row in _failure_rows(journal, kind):
+            writer.writerow(row)
+            if buffer.tell() > 1 << 16:
+                await out.write(buffer.getvalue())
+                buffer.seek(0)
+                buffer.truncate()
+        await out.write(buffer.getvalue())
+
+
+def _failure_columns(kind: _Kind) -> list[str]:
+    return ["line", *kind.ref_columns, "status", "errorCode", "errorMessage"]
 
 
 async def _failure_rows(journal: Journal, kind: _Kind) -> AsyncIterator[dict[str, Any]]:
