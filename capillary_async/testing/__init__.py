@@ -24,11 +24,21 @@ from ._server import (
     SystemTime,
     parse_timezone,
 )
-from ._store import Audit, Award, Customer, RedemptionRecord, Stats, Store
+from ._store import (
+    REF_TYPES,
+    Audit,
+    Award,
+    Customer,
+    RedemptionRecord,
+    Stats,
+    Store,
+    seeded_awards,
+)
 
 __all__ = [
     "BAD_KINDS",
     "ENVELOPES",
+    "REF_TYPES",
     "Audit",
     "Award",
     "Customer",
@@ -43,6 +53,7 @@ __all__ = [
     "flatten",
     "parse_timezone",
     "sample_expiry_updates",
+    "seeded_awards",
     "write_csv",
     "write_jsonl",
 ]

@@ -46,6 +46,7 @@ ENVELOPES: tuple[Envelope, ...] = (
 TOKEN_PATH = "/v3/oauth/token/generate"
 EXPIRY_PATH = "/v2/points/updateExpiry"
 REDEMPTION_PATH = "/v2/points/updateRedemption"
+STATS_PATH = "/_emulator/stats"
 
 IDENTIFIER_NAMES = frozenset({"mobile", "id", "externalId", "email"})
 REF_TYPES = (
@@ -341,7 +342,23 @@ class Emulator:
         app.router.add_post(TOKEN_PATH, self._token)
         app.router.add_post(EXPIRY_PATH, self._endpoint(self._update_expiry))
         app.router.add_put(REDEMPTION_PATH, self._endpoint(self._update_redemption))
+        app.router.add_get(STATS_PATH, self._stats)
         return app
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        """Counters and the audit's totals, for a client in another process (benchmarks)."""
+        audit = self.store.audit
+        payload = {
+            "requests": self.stats.requests,
+            "items": self.stats.items,
+            "peak_concurrent": self.stats.peak_concurrent,
+            "faults": dict(self.stats.faults),
+            "statuses": {str(k): v for k, v in self.stats.by_status.items()},
+            "expiry_applications": sum(audit.expiry_applied.values()),
+            "records_changed": len(audit.expiry_applied),
+            "redemption_applications": sum(audit.redemption_applied.values()),
+        }
+        return web.json_response(payload)
 
     async def start(self) -> Emulator:
         """Start serving; returns self."""

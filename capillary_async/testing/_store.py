@@ -15,12 +15,14 @@ from datetime import datetime, timedelta, tzinfo
 import attrs
 
 __all__ = [
+    "REF_TYPES",
     "Audit",
     "Award",
     "Customer",
     "RedemptionRecord",
     "Stats",
     "Store",
+    "seeded_awards",
 ]
 
 REF_TYPES = (
@@ -228,23 +230,25 @@ class Store:
     ) -> None:
         """Add a deterministic data set: the same ``seed`` and ``now`` give the same records."""
         rng = random.Random(seed)
-        first_customer = 100_000 + len(self.customers)
-        ref_id = 117_000_000 + len(self.awards)
-        for n in range(customers):
-            customer = self.add_customer(first_customer + n)
-            for _ in range(awards_per_customer):
-                days = rng.randint(30, 400)
-                expiry = (now + timedelta(days=days)).replace(
-                    hour=23, minute=59, second=59, microsecond=0
-                )
-                self.add_award(
-                    ref_id,
-                    customer_id=customer.id,
-                    expiry=expiry,
-                    ref_type=rng.choice(REF_TYPES),
-                    program_id=program_id,
-                )
-                ref_id += 1
+        known = set(self.customers)
+        for customer_id, ref_id, ref_type, expiry in seeded_awards(
+            rng,
+            now,
+            customers=customers,
+            awards_per_customer=awards_per_customer,
+            first_customer=100_000 + len(self.customers),
+            first_ref=117_000_000 + len(self.awards),
+        ):
+            if customer_id not in known:
+                self.add_customer(customer_id)
+                known.add(customer_id)
+            self.add_award(
+                ref_id,
+                customer_id=customer_id,
+                expiry=expiry,
+                ref_type=ref_type,
+                program_id=program_id,
+            )
         customer_ids = sorted(self.customers)
         alphabet = string.ascii_letters + string.digits
         for n in range(redemptions):
@@ -266,6 +270,32 @@ class Store:
 
     def iter_awards(self) -> Iterator[Award]:
         return iter(self.awards.values())
+
+
+def seeded_awards(
+    rng: random.Random,
+    now: datetime,
+    *,
+    customers: int,
+    awards_per_customer: int,
+    first_customer: int = 100_000,
+    first_ref: int = 117_000_000,
+) -> Iterator[tuple[int, int, str, datetime]]:
+    """(customer id, ref id, ref type, expiry) of a seeded data set, lazily.
+
+    ``Store.seed`` builds its records from this; a client in another process
+    replays it to make input that matches, without holding the records.
+    """
+    ref_id = first_ref
+    for n in range(customers):
+        customer_id = first_customer + n
+        for _ in range(awards_per_customer):
+            days = rng.randint(30, 400)
+            expiry = (now + timedelta(days=days)).replace(
+                hour=23, minute=59, second=59, microsecond=0
+            )
+            yield customer_id, ref_id, rng.choice(REF_TYPES), expiry
+            ref_id += 1
 
 
 def end_of_day(day: datetime, tz: tzinfo) -> datetime:
