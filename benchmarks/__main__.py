@@ -40,7 +40,9 @@ class Sizes:
 
 FULL = Sizes(items=100_000, memory_small=100_000, memory_large=1_000_000, single_calls=5000, reps=3)
 QUICK = Sizes(items=20_000, memory_small=20_000, memory_large=100_000, single_calls=1000, reps=2)
-TINY = Sizes(items=600, memory_small=300, memory_large=1200, single_calls=50, reps=1, concurrencies=(1, 8))
+TINY = Sizes(
+    items=600, memory_small=300, memory_large=1200, single_calls=50, reps=1, concurrencies=(1, 8)
+)
 
 TARGETS = {
     "throughput_vs_a": 0.95,
@@ -55,7 +57,9 @@ TARGETS = {
 
 
 @contextlib.contextmanager
-def emulator(*, awards: int, latency_ms: int = 0, extra: tuple[str, ...] = ()) -> Iterator[dict[str, Any]]:
+def emulator(
+    *, awards: int, latency_ms: int = 0, extra: tuple[str, ...] = ()
+) -> Iterator[dict[str, Any]]:
     """An emulator in its own process, seeded with ``awards`` records; yields its details."""
     apc = 4
     customers = max(1, -(-awards // apc))
@@ -111,7 +115,7 @@ def run(workload: str, server: dict[str, Any] | None = None, **options: Any) -> 
 
 
 def stats(url: str) -> dict[str, Any]:
-    with urllib.request.urlopen(url + "/_emulator/stats", timeout=10) as response:  # noqa: S310 - loopback
+    with urllib.request.urlopen(url + "/_emulator/stats", timeout=10) as response:
         data: dict[str, Any] = json.load(response)
     return data
 
@@ -121,7 +125,9 @@ def figure(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
-def interleaved(reps: int, **variants: Callable[[], dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+def interleaved(
+    reps: int, **variants: Callable[[], dict[str, Any]]
+) -> dict[str, list[dict[str, Any]]]:
     """Run each variant ``reps`` times, alternating: A B A B."""
     results: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
     for _ in range(reps):
@@ -135,7 +141,11 @@ def interleaved(reps: int, **variants: Callable[[], dict[str, Any]]) -> dict[str
 
 def throughput_and_cpu(sizes: Sizes, log: Callable[[str], None]) -> dict[str, Any]:
     """Scenarios 1 and 2: items/s at each concurrency; client CPU per 1,000 items."""
-    out: dict[str, Any] = {"items": sizes.items, "chunk": sizes.chunk, "latency_ms": sizes.latency_ms}
+    out: dict[str, Any] = {
+        "items": sizes.items,
+        "chunk": sizes.chunk,
+        "latency_ms": sizes.latency_ms,
+    }
     with emulator(awards=sizes.items, latency_ms=0) as fast:
         log("measuring the emulator's own capacity")
         capacity = interleaved(
@@ -155,8 +165,8 @@ def throughput_and_cpu(sizes: Sizes, log: Callable[[str], None]) -> dict[str, An
             options = {"n": sizes.items, "chunk": sizes.chunk, "concurrency": concurrency}
             results = interleaved(
                 sizes.reps,
-                sdk=lambda: run("sdk_bulk", server, **options),
-                a=lambda: run("raw_bulk", server, **options),
+                sdk=lambda options=options: run("sdk_bulk", server, **options),
+                a=lambda options=options: run("raw_bulk", server, **options),
             )
             sdk_rates = [r["items"] / r["seconds"] for r in results["sdk"]]
             a_rates = [r["items"] / r["seconds"] for r in results["a"]]
@@ -178,9 +188,7 @@ def throughput_and_cpu(sizes: Sizes, log: Callable[[str], None]) -> dict[str, An
                     "sdk_share_of_bound": figure([s / bound for s in sdk_rates]),
                     "sdk_cpu_ms_per_1000": figure(cpu_sdk),
                     "a_cpu_ms_per_1000": figure(cpu_a),
-                    "cpu_sdk_over_a": figure(
-                        [s / a for s, a in zip(cpu_sdk, cpu_a, strict=True)]
-                    ),
+                    "cpu_sdk_over_a": figure([s / a for s, a in zip(cpu_sdk, cpu_a, strict=True)]),
                 }
             )
     out["by_concurrency"] = rows
@@ -273,7 +281,9 @@ def faults(sizes: Sizes, clean_c8: float, log: Callable[[str], None]) -> dict[st
 
 def table(results: dict[str, Any]) -> str:
     def f(value: dict[str, float], fmt: str = "{:,.0f}") -> str:
-        return f"{fmt.format(value['median'])} ({fmt.format(value['min'])}-{fmt.format(value['max'])})"
+        return (
+            f"{fmt.format(value['median'])} ({fmt.format(value['min'])}-{fmt.format(value['max'])})"
+        )
 
     lines = [
         f"capillary_async benchmarks, {results['machine']['python']} on "
@@ -334,7 +344,9 @@ def table(results: dict[str, Any]) -> str:
     lines.append("")
     lines.append("Targets")
     for name, (value, target, met) in results["targets"].items():
-        lines.append(f"   {name:<30} {value:>10.2f}  target {target:>6}  {'met' if met else 'MISSED'}")
+        lines.append(
+            f"   {name:<30} {value:>10.2f}  target {target:>6}  {'met' if met else 'MISSED'}"
+        )
     return "\n".join(lines)
 
 
@@ -353,8 +365,16 @@ def targets(results: dict[str, Any]) -> dict[str, tuple[float, str, bool]]:
             c8["sdk_share_of_bound"]["median"] >= TARGETS["share_of_bound_c8"],
         ),
         "client CPU SDK/(a), conc 8": (cpu, "<= 1.2", cpu <= TARGETS["cpu_vs_a"]),
-        "memory ratio large/small": (memory_ratio, "<= 1.1", memory_ratio <= TARGETS["memory_ratio"]),
-        "single-call overhead p50 us": (overhead, "< 100", overhead < TARGETS["single_call_overhead_p50_us"]),
+        "memory ratio large/small": (
+            memory_ratio,
+            "<= 1.1",
+            memory_ratio <= TARGETS["memory_ratio"],
+        ),
+        "single-call overhead p50 us": (
+            overhead,
+            "< 100",
+            overhead < TARGETS["single_call_overhead_p50_us"],
+        ),
     }
 
 
@@ -369,15 +389,27 @@ def chart(results: dict[str, Any], path: str) -> bool:
     rows = results["scenarios"]["throughput"]["by_concurrency"]
     xs = [row["concurrency"] for row in rows]
     figure_, axes = plt.subplots(figsize=(7, 4.5))
-    axes.plot(xs, [r["sdk_items_per_second"]["median"] for r in rows], "o-", label="SDK bulk_update_expiry")
-    axes.plot(xs, [r["a_items_per_second"]["median"] for r in rows], "s--", label="baseline (a): hand-rolled aiohttp")
+    axes.plot(
+        xs,
+        [r["sdk_items_per_second"]["median"] for r in rows],
+        "o-",
+        label="SDK bulk_update_expiry",
+    )
+    axes.plot(
+        xs,
+        [r["a_items_per_second"]["median"] for r in rows],
+        "s--",
+        label="baseline (a): hand-rolled aiohttp",
+    )
     axes.plot(xs, [r["bound_items_per_second"] for r in rows], ":", color="grey", label="bound")
     axes.set_xscale("log", base=2)
     axes.set_xticks(xs, [str(x) for x in xs])
     axes.set_xlabel("concurrency (requests in flight)")
     axes.set_ylabel("items per second")
-    axes.set_title(f"Throughput, chunk {results['scenarios']['throughput']['chunk']}, "
-                   f"latency {results['scenarios']['throughput']['latency_ms']} ms")
+    axes.set_title(
+        f"Throughput, chunk {results['scenarios']['throughput']['chunk']}, "
+        f"latency {results['scenarios']['throughput']['latency_ms']} ms"
+    )
     axes.legend()
     axes.grid(True, alpha=0.3)
     figure_.tight_layout()
@@ -387,7 +419,9 @@ def chart(results: dict[str, Any], path: str) -> bool:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--quick", action="store_true", help="smaller sizes: under a minute")
     parser.add_argument("--tiny", action="store_true", help="tiny sizes, to check the runner")
     parser.add_argument("--json", metavar="PATH", help="write the figures here")

@@ -77,7 +77,9 @@ def _measure(run: Any) -> dict[str, Any]:
 # -- bulk --------------------------------------------------------------------------------
 
 
-async def sdk_bulk(url: str, n: int, chunk: int, concurrency: int, data: dict[str, int]) -> dict[str, Any]:
+async def sdk_bulk(
+    url: str, n: int, chunk: int, concurrency: int, data: dict[str, int]
+) -> dict[str, Any]:
     retry = RetryPolicy(max_attempts=8)
     async with CapillaryClient(
         url, auth=BasicAuth("demo", "demo"), retry=retry, max_connections=concurrency
@@ -96,7 +98,9 @@ async def sdk_bulk(url: str, n: int, chunk: int, concurrency: int, data: dict[st
     }
 
 
-async def sdk_stream(url: str, n: int, chunk: int, concurrency: int, data: dict[str, int]) -> dict[str, Any]:
+async def sdk_stream(
+    url: str, n: int, chunk: int, concurrency: int, data: dict[str, int]
+) -> dict[str, Any]:
     succeeded = 0
     async with CapillaryClient(
         url, auth=BasicAuth("demo", "demo"), max_connections=concurrency
@@ -115,7 +119,9 @@ async def sdk_stream(url: str, n: int, chunk: int, concurrency: int, data: dict[
     }
 
 
-async def raw_bulk(url: str, n: int, chunk: int, concurrency: int, data: dict[str, int]) -> dict[str, Any]:
+async def raw_bulk(
+    url: str, n: int, chunk: int, concurrency: int, data: dict[str, int]
+) -> dict[str, Any]:
     """Baseline (a): what a competent user writes without the SDK."""
     semaphore = asyncio.Semaphore(concurrency)
     succeeded = 0
@@ -142,7 +148,9 @@ async def raw_bulk(url: str, n: int, chunk: int, concurrency: int, data: dict[st
     return {"items": n, "succeeded": succeeded}
 
 
-async def naive_bulk(url: str, n: int, chunk: int, concurrency: int, data: dict[str, int]) -> dict[str, Any]:
+async def naive_bulk(
+    url: str, n: int, chunk: int, concurrency: int, data: dict[str, int]
+) -> dict[str, Any]:
     """Baseline (b): one chunk after another."""
     succeeded = 0
     headers = {"Authorization": BASIC, "Content-Type": "application/json"}
@@ -172,11 +180,17 @@ def _redemption(data: dict[str, int]) -> dict[str, Any]:
     return {
         "redemptionId": record.redemption_id,
         "billNumber": "bench",
-        "entity": {"type": "CUSTOMER", "identifierType": "id", "identifierValue": str(record.customer_id)},
+        "entity": {
+            "type": "CUSTOMER",
+            "identifierType": "id",
+            "identifierValue": str(record.customer_id),
+        },
     }
 
 
-async def sdk_single(url: str, n: int, chunk: int, concurrency: int, data: dict[str, int]) -> dict[str, Any]:
+async def sdk_single(
+    url: str, n: int, chunk: int, concurrency: int, data: dict[str, int]
+) -> dict[str, Any]:
     body = _redemption(data)
     latencies = []
     async with CapillaryClient(url, auth=BasicAuth("demo", "demo")) as client:
@@ -187,7 +201,9 @@ async def sdk_single(url: str, n: int, chunk: int, concurrency: int, data: dict[
     return {"items": n, "latencies_us": _percentiles(latencies)}
 
 
-async def raw_single(url: str, n: int, chunk: int, concurrency: int, data: dict[str, int]) -> dict[str, Any]:
+async def raw_single(
+    url: str, n: int, chunk: int, concurrency: int, data: dict[str, int]
+) -> dict[str, Any]:
     body = json.dumps(_redemption(data))
     headers = {"Authorization": BASIC, "Content-Type": "application/json"}
     latencies = []
@@ -258,7 +274,9 @@ def models(repeat: int) -> dict[str, Any]:
             (
                 entry["pointsExpiryUpdateLogs"]["paId"],
                 entry["pointsExpiryUpdateLogs"]["paType"],
-                datetime.fromisoformat(entry["pointsExpiryUpdateLogs"]["newExpiryDateISO"][:-1] + "+00:00"),
+                datetime.fromisoformat(
+                    entry["pointsExpiryUpdateLogs"]["newExpiryDateISO"][:-1] + "+00:00"
+                ),
             )
             for entry in body["currencyExpiryUpdateResponse"]
         ]

@@ -62,6 +62,7 @@ __all__ = [
     "BulkSpec",
     "ItemOutcome",
     "Job",
+    "Lazy",
     "Merged",
     "OutcomeStatus",
     "Progress",
@@ -93,22 +94,44 @@ class OutcomeStatus(str, enum.Enum):
         return self.value
 
 
+class Lazy:
+    """A value built on first use: most bulk jobs never look at the success entries."""
+
+    __slots__ = ("load",)
+
+    def __init__(self, load: Callable[[], Any]) -> None:
+        self.load = load
+
+    def __repr__(self) -> str:
+        return "<not read yet>"
+
+
 @attrs.frozen
 class ItemOutcome:
     """The one outcome of one input item.
 
     ``index`` is the item's 0-based position in the input; ``item`` the model
     sent (or the raw input, when it never became one); ``update`` the success
-    entry of the answer; ``request_id`` the request that decided it.
+    entry of the answer (built from the answer's JSON on first access);
+    ``request_id`` the request that decided it.
     """
 
     index: int
     item: Any
     status: OutcomeStatus
-    update: Any = None
+    _update: Any = None
     error_code: int | None = None
     error_message: str | None = None
     request_id: str | None = None
+
+    @property
+    def update(self) -> Any:
+        """The success entry of the answer, if the item succeeded."""
+        value = self._update
+        if isinstance(value, Lazy):
+            value = value.load()
+            object.__setattr__(self, "_update", value)
+        return value
 
     @property
     def ok(self) -> bool:

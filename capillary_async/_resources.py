@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import sys
 from collections.abc import (
     AsyncIterable,
@@ -24,6 +25,7 @@ from ._batch import (
     BulkSpec,
     ItemOutcome,
     Job,
+    Lazy,
     Merged,
     OutcomeStatus,
     Progress,
@@ -32,14 +34,13 @@ from ._batch import (
 )
 from ._client import UNSET, Reply, _Unset
 from ._config import RetryPolicy, Timeouts
-from ._converters import SUCCESS_KEYS, ensure, from_wire, to_wire
+from ._converters import SUCCESS_KEYS, ensure, from_wire, split_expiry_envelope, to_wire
 from ._enums import PointsAwardedRefType
 from ._exceptions import APIError, ValidationError
 from ._models import (
     ExpiryUpdate,
     ExpiryUpdateEntry,
     ExpiryUpdateResult,
-    ItemFailure,
     Redemption,
     RedemptionUpdate,
 )
@@ -360,7 +361,7 @@ class _ExpirySpec:
     def idempotent(self, item: ExpiryUpdate) -> bool:
         return item.idempotent
 
-    async def send(self, items: list[ExpiryUpdate]) -> tuple[ExpiryUpdateResult, str | None]:
+    async def send(self, items: list[ExpiryUpdate]) -> tuple[Any, str | None]:
         # One attempt, marked idempotent so the raw error comes back: the engine
         # applies retries and the idempotency rule per item itself.
         reply = await self._client._request(
@@ -372,31 +373,60 @@ class _ExpirySpec:
             idempotent=True,
             accept=expiry_body_is_data,
         )
-        return parse_reply(ExpiryUpdateResult, reply), reply.request_id
+        try:
+            updates, failures, _, _ = split_expiry_envelope(reply.body)
+        except ValidationError as exc:
+            raise APIError(
+                f"unexpected response shape: {exc}",
+                status=reply.status,
+                body=reply.body,
+                request_id=reply.request_id,
+            ) from exc
+        return (updates, failures), reply.request_id
 
-    def merge(
-        self, chunk: Sequence[tuple[int, ExpiryUpdate]], result: ExpiryUpdateResult
-    ) -> Merged:
+    def merge(self, chunk: Sequence[tuple[int, ExpiryUpdate]], result: Any) -> Merged:
+        """Match raw answer entries to items by ref; success entries are parsed on access."""
+        updates, failures = result
         by_key = {self.key(item): (index, item) for index, item in chunk}
         decided: dict[Hashable, tuple[OutcomeStatus, Any, int | None, str | None]] = {}
         anomalies: list[str] = []
-        answers: list[tuple[Hashable, tuple[OutcomeStatus, Any, int | None, str | None]]] = [
-            (_ref_key(*entry.ref), (OutcomeStatus.SUCCEEDED, entry, None, None))
-            for entry in result.updates
-        ]
-        for failure in result.failures:
-            decision = (OutcomeStatus.FAILED, failure, failure.error_code, failure.error_message)
-            answers.append((_ref_key(*failure.ref), decision))
-        for key, decision in answers:
-            if key not in by_key:
-                anomalies.append(f"the answer names {key}, which this request did not send")
-            elif key in decided:
-                anomalies.append(f"the answer names {key} twice; the first entry counts")
+        answers: list[tuple[Hashable | None, tuple[OutcomeStatus, Any, int | None, str | None]]]
+        answers = []
+        for entry in updates:
+            logs = entry.get("pointsExpiryUpdateLogs") if isinstance(entry, Mapping) else None
+            key = (
+                _ref_key(logs.get("paId"), logs.get("paType"))
+                if isinstance(logs, Mapping)
+                else None
+            )
+            lazy = Lazy(functools.partial(from_wire, ExpiryUpdateEntry, entry))
+            answers.append((key, (OutcomeStatus.SUCCEEDED, lazy, None, None)))
+        for failure in failures:
+            if not isinstance(failure, Mapping):
+                answers.append((None, (OutcomeStatus.FAILED, None, None, None)))
+                continue
+            code = failure.get("errorCode")
+            message = failure.get("errorMessage")
+            decision = (
+                OutcomeStatus.FAILED,
+                None,
+                code if isinstance(code, int) and not isinstance(code, bool) else None,
+                message if isinstance(message, str) else "refused by the server",
+            )
+            key = _ref_key(failure.get("pointsAwardedRefId"), failure.get("pointsAwardedRefType"))
+            answers.append((key, decision))
+        for named, verdict in answers:
+            if named is None:
+                anomalies.append("the answer holds an entry that names no points-awarded record")
+            elif named not in by_key:
+                anomalies.append(f"the answer names {named}, which this request did not send")
+            elif named in decided:
+                anomalies.append(f"the answer names {named} twice; the first entry counts")
             else:
-                decided[key] = decision
+                decided[named] = verdict
         outcomes = []
         for index, item in chunk:
-            status, detail, code, message = decided.get(
+            status, update, code, message = decided.get(
                 self.key(item),
                 (
                     OutcomeStatus.UNKNOWN,
@@ -405,9 +435,6 @@ class _ExpirySpec:
                     "the answer did not mention this item: it may or may not have been applied",
                 ),
             )
-            update = detail if isinstance(detail, ExpiryUpdateEntry) else None
-            if isinstance(detail, ItemFailure) and message is None:
-                message = "refused by the server"
             outcomes.append((index, item, status, update, code, message))
         missing = sum(1 for o in outcomes if o[2] is OutcomeStatus.UNKNOWN)
         if missing:
