@@ -35,5 +35,5 @@ def typecheck(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Run the benchmarks (``python -m benchmarks``)."""
-    session.install("-e", ".[test]")
+    session.install("-e", ".[bench]")
     session.run("python", "-m", "benchmarks", *session.posargs)
