@@ -322,12 +322,76 @@ def to_wire(model: Any) -> Any:
     return _fast.unstructure(model)
 
 
+_EXPIRY_KEYS = frozenset(
+    {
+        "identifierName",
+        "identifierValue",
+        "programId",
+        "pointsAwardedRefId",
+        "pointsAwardedRefType",
+        "expiryDate",
+        "currencyName",
+        "pointCategoryType",
+        "expiryUpdateReasonType",
+        "expiryUpdateReasonNote",
+        "standardMeta",
+        "customMeta",
+    }
+)
+_EXPIRY_DATE_KEYS = frozenset({"expiryType", "expiryValue"})
+_STANDARD_META_KEYS = frozenset({"who_raised", "who_approved", "reason_for_trigger"})
+
+
+def _direct_expiry_update(data: Mapping[str, Any]) -> m.ExpiryUpdate:
+    """The common case of a bulk job's input, built without cattrs' generic machinery.
+
+    The attrs converters still check every rule. Anything unusual raises, and
+    ``from_wire`` then takes the general path, which gives the same result or
+    the precise error.
+    """
+    if not data.keys() <= _EXPIRY_KEYS:
+        raise KeyError("unknown key")
+    expiry = data["expiryDate"]
+    if type(expiry) is not dict or not expiry.keys() <= _EXPIRY_DATE_KEYS:
+        raise TypeError("expiryDate")
+    meta = data.get("standardMeta")
+    if meta is not None:
+        if (
+            type(meta) is not dict
+            or not meta.keys() <= _STANDARD_META_KEYS
+            or not all(type(v) is str for v in meta.values())
+        ):
+            raise TypeError("standardMeta")
+        meta = m.StandardMeta(**meta)
+    return m.ExpiryUpdate(
+        identifier_name=data["identifierName"],
+        identifier_value=data["identifierValue"],
+        program_id=data["programId"],
+        points_awarded_ref_id=data["pointsAwardedRefId"],
+        points_awarded_ref_type=data["pointsAwardedRefType"],
+        expiry_date=m.ExpiryDate(
+            expiry_type=expiry["expiryType"], expiry_value=expiry.get("expiryValue")
+        ),
+        currency_name=data.get("currencyName"),
+        point_category_type=data.get("pointCategoryType"),
+        expiry_update_reason_type=data.get("expiryUpdateReasonType"),
+        expiry_update_reason_note=data.get("expiryUpdateReasonNote"),
+        standard_meta=meta,
+        custom_meta=data.get("customMeta"),
+    )
+
+
 def from_wire(cls: type[T], data: Any, *, strict: bool = False, path: str = "") -> T:
     """Build ``cls`` from wire JSON, validating it; failures raise ``ValidationError``.
 
     ``strict=True`` also refuses unknown keys in result models (request models
     always refuse them). ``path`` prefixes the field in error messages.
     """
+    if cls is m.ExpiryUpdate and type(data) is dict:
+        try:
+            return _direct_expiry_update(data)  # type: ignore[return-value]
+        except Exception:  # noqa: BLE001, S110 - the general path below decides
+            pass
     if not strict:
         try:
             return _fast.structure(data, cls)

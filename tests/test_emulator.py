@@ -603,3 +603,17 @@ def test_emulator_reports_where_it_runs() -> None:
     assert Emulator(seed=None, timezone="+05:30").tz.utcoffset(None) == timedelta(
         hours=5, minutes=30
     )
+
+
+async def test_stats_endpoint_reports_the_audit(raw: Raw, emu: Emulator) -> None:
+    await raw.expiry(item(), item(pointsAwardedRefId=5))
+    emu.faults = Faults(rate_503=1.0)
+    await raw.expiry(item())
+    async with raw.session.get(emu.base_url + "/_emulator/stats") as response:
+        stats = await response.json()
+    assert stats["requests"] == 2
+    assert stats["items"] == 2
+    assert stats["expiry_applications"] == 1
+    assert stats["records_changed"] == 1
+    assert stats["faults"] == {"503": 1}
+    assert stats["statuses"] == {"201": 1, "503": 1}

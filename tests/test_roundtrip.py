@@ -223,3 +223,60 @@ def test_wire_form_has_no_nulls_and_only_wire_names(item: ExpiryUpdate) -> None:
         "customMeta",
         "expiryDate",
     }
+
+
+def _general(data: Any) -> Any:
+    """The general (cattrs) path of from_wire, without the direct one."""
+    from capillary_async import _converters
+
+    try:
+        return _converters._detailed.structure(data, ExpiryUpdate)
+    except Exception as exc:
+        return _converters._translate(exc, ExpiryUpdate, "")
+
+
+mutations = st.sampled_from(
+    [
+        ("programId", "12"),
+        ("programId", "x"),
+        ("programId", None),
+        ("identifierValue", 919999),
+        ("identifierName", "phone"),
+        ("pointsAwardedRefType", "NOPE"),
+        ("extra", 1),
+        ("standardMeta", {"who_raised": 5}),
+        ("standardMeta", {"who": "x"}),
+        ("standardMeta", "text"),
+        ("customMeta", {"k": 1}),
+        ("expiryDate", {"expiryType": "FIXED_DAYS", "expiryValue": 3}),
+        ("expiryDate", {"expiryType": "FIXED_DATE"}),
+        ("expiryDate", {"expiryType": "IMMEDIATE", "other": 1}),
+        ("expiryDate", []),
+    ]
+)
+
+
+@given(expiry_updates, st.lists(mutations, max_size=3), st.booleans())
+def test_the_direct_path_matches_the_general_one(
+    item: ExpiryUpdate, changes: list[tuple[str, Any]], drop: bool
+) -> None:
+    from capillary_async import ValidationError
+
+    wire = json.loads(json.dumps(to_wire(item)))
+    for key, value in changes:
+        if value is None:
+            wire.pop(key, None)
+        else:
+            wire[key] = value
+    if drop:
+        wire.pop("expiryDate", None)
+    expected = _general(wire)
+    try:
+        got: Any = from_wire(ExpiryUpdate, wire)
+    except ValidationError as exc:
+        got = exc
+    if isinstance(expected, ValidationError):
+        assert isinstance(got, ValidationError)
+        assert (got.field, got.code, got.reason) == (expected.field, expected.code, expected.reason)
+    else:
+        assert got == expected
