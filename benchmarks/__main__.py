@@ -36,10 +36,24 @@ class Sizes:
     concurrencies: tuple[int, ...] = (1, 8, 32)
     chunk: int = 100
     latency_ms: int = 20
+    #: Share of ``items`` for the latency-bound runs (concurrency 1, the naive
+    #: loop): their rate does not depend on the size, only their duration does.
+    sequential_share: float = 1.0
+
+    def items_at(self, concurrency: int) -> int:
+        share = self.sequential_share if concurrency == 1 else 1.0
+        return max(self.chunk, int(self.items * share))
 
 
 FULL = Sizes(items=100_000, memory_small=100_000, memory_large=1_000_000, single_calls=5000, reps=3)
-QUICK = Sizes(items=20_000, memory_small=20_000, memory_large=100_000, single_calls=1000, reps=2)
+QUICK = Sizes(
+    items=20_000,
+    memory_small=10_000,
+    memory_large=50_000,
+    single_calls=500,
+    reps=2,
+    sequential_share=0.25,
+)
 TINY = Sizes(
     items=600, memory_small=300, memory_large=1200, single_calls=50, reps=1, concurrencies=(1, 8)
 )
@@ -157,12 +171,14 @@ def throughput_and_cpu(sizes: Sizes, log: Callable[[str], None]) -> dict[str, An
     with emulator(awards=sizes.items, latency_ms=sizes.latency_ms) as server:
         log("naive loop, baseline (b)")
         naive = interleaved(
-            sizes.reps, b=lambda: run("naive_bulk", server, n=sizes.items, chunk=sizes.chunk)
+            sizes.reps,
+            b=lambda: run("naive_bulk", server, n=sizes.items_at(1), chunk=sizes.chunk),
         )["b"]
         out["baseline_b"] = figure([r["items"] / r["seconds"] for r in naive])
         for concurrency in sizes.concurrencies:
             log(f"concurrency {concurrency}: SDK and baseline (a), interleaved")
-            options = {"n": sizes.items, "chunk": sizes.chunk, "concurrency": concurrency}
+            n = sizes.items_at(concurrency)
+            options = {"n": n, "chunk": sizes.chunk, "concurrency": concurrency}
             results = interleaved(
                 sizes.reps,
                 sdk=lambda options=options: run("sdk_bulk", server, **options),
@@ -177,10 +193,11 @@ def throughput_and_cpu(sizes: Sizes, log: Callable[[str], None]) -> dict[str, An
                 concurrency * sizes.chunk / (sizes.latency_ms / 1000),
                 out["emulator_capacity"]["median"],
             )
-            assert all(r["succeeded"] == sizes.items for r in results["sdk"]), results["sdk"]
+            assert all(r["succeeded"] == n for r in results["sdk"]), results["sdk"]
             rows.append(
                 {
                     "concurrency": concurrency,
+                    "items": n,
                     "sdk_items_per_second": figure(sdk_rates),
                     "a_items_per_second": figure(a_rates),
                     "sdk_over_a": figure(ratios),

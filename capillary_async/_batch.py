@@ -798,11 +798,13 @@ class Job(Generic[ItemT, ResultT]):
         self._notify()
 
     def _submit(self) -> None:
-        if self._building:
-            self._ready.append(_Chunk(self._building))
+        # In pieces of the current size: a 413 may have shrunk it meanwhile.
+        while self._building:
+            part = self._building[: self.chunk_size]
+            self._building = self._building[self.chunk_size :]
+            self._ready.append(_Chunk(part))
             self._unfinished += 1
-            self._building = []
-            self._notify()
+        self._notify()
 
     async def _place(self, entry: tuple[int, Any]) -> None:
         if self._stopping:
@@ -816,15 +818,20 @@ class Job(Generic[ItemT, ResultT]):
             self._building.append(entry)
 
     def _take_released(self) -> None:
+        """Free released keys; a waiting duplicate joins the chunk only while there is room."""
+        later: list[Hashable] = []
         for key in self._released:
-            self._busy.discard(key)
             waiting = self._deferred.get(key)
+            if waiting and len(self._building) >= self.chunk_size:
+                later.append(key)  # the full chunk goes first; this one next time
+                continue
+            self._busy.discard(key)
             if waiting:
                 self._busy.add(key)
                 self._building.append(waiting.popleft())
                 if not waiting:
                     del self._deferred[key]
-        self._released.clear()
+        self._released[:] = later
 
     async def _abandon(self) -> None:
         leftovers = self._building + [e for queue in self._deferred.values() for e in queue]
@@ -1001,8 +1008,3 @@ def _maybe_applied(error: CapillaryError) -> bool:
         return True
     # A 2xx whose body could not be read: processed, but nobody knows how.
     return isinstance(error, APIError) and 200 <= error.status < 300 and not error.codes
-
-
-def outcome_stream_size(chunk_size: int) -> int:
-    """The buffer between a job and its consumer: one chunk's outcomes."""
-    return max(1, chunk_size)

@@ -671,3 +671,31 @@ async def test_an_error_in_the_consumer_comes_out_unwrapped(clock: FakeClock) ->
     async with client_for(Server(), clock) as client:
         with pytest.raises(KeyError, match="consumer broke"):
             await consume(client)
+
+
+def test_a_released_duplicate_waits_while_the_chunk_is_full() -> None:
+    # The chunker's step: key 1 comes free while the chunk being built is full;
+    # its waiting duplicate must go into the next chunk, not overfill this one.
+    from collections import deque
+
+    from capillary_async._batch import Job
+    from capillary_async._resources import _ExpirySpec
+
+    spec = _ExpirySpec(None, None)  # type: ignore[arg-type]
+    job: Job[Any, Any] = Job(
+        spec, [], clock=FakeClock(), retry=RetryPolicy(), chunk_size=1, concurrency=1
+    )
+    first, second = update(2), update(1)
+    key = spec.key(second)
+    job._building = [(5, first)]
+    job._busy = {spec.key(first), key}
+    job._deferred = {key: deque([(7, second)])}
+    job._released = [key]
+    job._take_released()
+    assert job._building == [(5, first)]  # still one item
+    assert job._released == [key]  # the release is kept for the next pass
+    job._submit()
+    job._take_released()
+    assert job._building == [(7, second)]
+    assert job._released == []
+    assert key in job._busy

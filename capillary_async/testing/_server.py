@@ -26,7 +26,7 @@ from typing import Any, Literal, Protocol
 import attrs
 from aiohttp import web
 
-from ._store import Award, Customer, Stats, Store, end_of_day
+from ._store import REF_TYPES, Award, Customer, Stats, Store, end_of_day
 
 __all__ = [
     "Emulator",
@@ -49,13 +49,6 @@ REDEMPTION_PATH = "/v2/points/updateRedemption"
 STATS_PATH = "/_emulator/stats"
 
 IDENTIFIER_NAMES = frozenset({"mobile", "id", "externalId", "email"})
-REF_TYPES = (
-    "POINT_AWARDED",
-    "POINT_AWARDED_BILL_PROMOTION",
-    "POINT_AWARDED_LINEITEM",
-    "POINT_AWARDED_LINEITEM_PROMOTION",
-    "POINT_AWARDED_CUSTOMER_PROMOTION",
-)
 EXPIRY_TYPES = ("FIXED_DATE", "FIXED_DAYS", "FIXED_MONTHS", "IMMEDIATE")
 REASON_TYPES = ("EARLY_EXPIRY", "EXTEND_EXPIRY")
 CATEGORY_TYPES = ("REGULAR", "PROMISED")

@@ -268,9 +268,6 @@ class Store:
                 program_id=program_id,
             )
 
-    def iter_awards(self) -> Iterator[Award]:
-        return iter(self.awards.values())
-
 
 def seeded_awards(
     rng: random.Random,
