@@ -35,6 +35,7 @@ from collections.abc import (
     Callable,
     Hashable,
     Iterable,
+    Mapping,
     Sequence,
 )
 from pathlib import Path
@@ -46,6 +47,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ._config import Clock, RetryPolicy
 from ._exceptions import (
+    MAX_QUOTED,
     APIError,
     AuthenticationError,
     BadRequestError,
@@ -54,6 +56,7 @@ from ._exceptions import (
     RateLimitError,
     TransportError,
     ValidationError,
+    excerpt,
     is_ambiguous,
 )
 
@@ -114,6 +117,13 @@ class ItemOutcome:
     sent (or the raw input, when it never became one); ``update`` the success
     entry of the answer (built from the answer's JSON on first access);
     ``request_id`` the request that decided it.
+
+    ``settled`` says whether the outcome is a verdict on this very item: a
+    success, the server's per-item refusal, or client-side validation. A
+    resumed job never sends a settled item again. An outcome reached without
+    one (never sent, a request-wide failure, retries exhausted, ``unknown``)
+    is not settled: a later run may send the item again (``unknown`` ones only
+    when that is safe or asked for).
     """
 
     index: int
@@ -123,6 +133,7 @@ class ItemOutcome:
     error_code: int | None = None
     error_message: str | None = None
     request_id: str | None = None
+    settled: bool = False
 
     @property
     def update(self) -> Any:
@@ -350,11 +361,12 @@ class BulkReport:
     def _row(self, outcome: ItemOutcome) -> dict[str, Any]:
         return {
             "index": outcome.index,
+            "line": None,
+            **self._describe(outcome.item),
             "status": outcome.status.value,
             "error_code": outcome.error_code,
             "error_message": outcome.error_message,
             "request_id": outcome.request_id,
-            **self._describe(outcome.item),
         }
 
     def to_json(self, path: str | Path) -> None:
@@ -371,8 +383,9 @@ class BulkReport:
     def to_csv(self, path: str | Path) -> None:
         """One row per non-succeeded outcome (every one with ``keep_all``), streamed."""
         rows = self.outcomes() if self.keep_all else self.failures()
+        columns = failure_columns([c for c in self._describe(None) if c != "line"])
         with Path(path).open("w", encoding="utf-8", newline="") as out:
-            _write_csv(out, (self._row(o) for o in rows))
+            write_csv(out, columns, (self._row(o) for o in rows))
 
     def __repr__(self) -> str:
         return (
@@ -382,15 +395,33 @@ class BulkReport:
         )
 
 
-def _write_csv(out: IO[str], rows: Iterable[dict[str, Any]]) -> None:
-    writer: csv.DictWriter[str] | None = None
+def failure_columns(ref_columns: Sequence[str]) -> list[str]:
+    """The one layout of a failures CSV, for the library's reports and the command line.
+
+    ``line`` is the input file's line where the item came from one (empty otherwise).
+    """
+    return ["index", "line", *ref_columns, "status", "error_code", "error_message", "request_id"]
+
+
+#: Leading characters that make a spreadsheet read a cell as a formula (OWASP "CSV injection").
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_cell(value: Any) -> Any:
+    """A value made safe for a spreadsheet: text that would run as a formula is quoted with '."""
+    if isinstance(value, str):
+        if value.startswith(_FORMULA_START):
+            value = "'" + value
+        return excerpt(value, limit=MAX_QUOTED * 4)
+    return value
+
+
+def write_csv(out: IO[str], columns: Sequence[str], rows: Iterable[Mapping[str, Any]]) -> None:
+    """Rows as CSV under ``columns``, every text cell escaped by ``csv_cell``."""
+    writer = csv.writer(out)
+    writer.writerow(columns)
     for row in rows:
-        if writer is None:
-            writer = csv.DictWriter(out, fieldnames=list(row), extrasaction="ignore")
-            writer.writeheader()
-        writer.writerow(row)
-    if writer is None:
-        out.write("index,status,error_code,error_message,request_id\n")
+        writer.writerow([csv_cell(row.get(column)) for column in columns])
 
 
 # -- pacing --------------------------------------------------------------------------

@@ -198,6 +198,27 @@ def _rebuild_validation_error(field: str, reason: str, code: int | None) -> Vali
     return ValidationError(field, reason, code=code)
 
 
+#: The longest text quoted from a server or an input in a message, a report or a journal.
+MAX_QUOTED = 1000
+
+
+def excerpt(text: object, limit: int = MAX_QUOTED) -> str:
+    """A bounded, always-encodable quote of foreign text (a body, an ``errorMessage``).
+
+    Lone surrogates (from a ``"\\ud800"`` JSON escape) become ``\\ud800`` so the text
+    can be written to UTF-8 files and SQLite; anything past ``limit`` characters is
+    cut and counted, never copied.
+    """
+    value = text if isinstance(text, str) else str(text)
+    if len(value) > limit:
+        value = f"{value[:limit]}... ({len(value) - limit:,} more characters)"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+    return value
+
+
 def is_ambiguous(exc: BaseException) -> bool:
     """Whether a failed request may nevertheless have been applied by the server."""
     if isinstance(exc, OutcomeUnknownError):
