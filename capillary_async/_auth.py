@@ -172,6 +172,11 @@ class BearerToken:
     ) -> None:
         if not isinstance(token, str) or not token.strip():
             raise ValueError("token: must be a non-empty string")
+        if not _usable_token(token):
+            raise ValueError(
+                "token: must be visible ASCII without spaces or line breaks, "
+                f"at most {_MAX_TOKEN:,} characters (HTTP headers carry nothing else)"
+            )
         object.__setattr__(self, "_token", token)
         object.__setattr__(self, "_style", TokenHeaderStyle(header_style))
 
@@ -300,6 +305,15 @@ class _OAuthFlow:
             raise APIError(
                 "token response carried no data.accessToken", status=status, request_id=request_id
             )
+        if not _usable_token(token):
+            # Sent on, it would fail every request with a raw ValueError (or
+            # smuggle a header in): refused here, and never quoted.
+            raise AuthenticationError(
+                "the token endpoint answered an access token that cannot be sent in an HTTP "
+                f"header (only visible ASCII, at most {_MAX_TOKEN:,} characters); refusing it",
+                status=status,
+                request_id=request_id,
+            )
         life = float(ttl) if isinstance(ttl, (int, float)) and ttl > 0 else 300.0
         self._token = token
         self._renew_at = started + life - min(60.0, life * 0.2)
@@ -319,6 +333,14 @@ class _OAuthFlow:
 
     def __repr__(self) -> str:
         return f"<OAuth flow key={self._creds.key!r} token={'set' if self._token else 'none'}>"
+
+
+_MAX_TOKEN = 8192
+_TOKEN = re.compile(r"[\x21-\x7e]+")
+
+
+def _usable_token(token: str) -> bool:
+    return len(token) <= _MAX_TOKEN and _TOKEN.fullmatch(token) is not None
 
 
 def _token_in(headers: Mapping[str, str]) -> str | None:

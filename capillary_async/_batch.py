@@ -58,6 +58,7 @@ from ._exceptions import (
     ValidationError,
     excerpt,
     is_ambiguous,
+    is_retryable,
 )
 
 __all__ = [
@@ -77,8 +78,8 @@ logger = logging.getLogger("capillary_async")
 ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
 
-#: Statuses after which a chunk is sent again (502/504 only for idempotent items).
-_RETRY_STATUSES = frozenset({429, 502, 503, 504, 521})
+#: How many anomalies a report keeps as text (all are counted).
+MAX_ANOMALIES = 20
 
 
 class OutcomeStatus(str, enum.Enum):
@@ -292,7 +293,10 @@ class BulkReport:
         self.peak_held = 0
         self.held_limit = 0
         self.stop_reason: str | None = None
+        #: A sample of the oddities seen in the answers (at most ``MAX_ANOMALIES``).
         self.anomalies: list[str] = []
+        #: How many oddities there were in all.
+        self.anomaly_count = 0
         self._failures: list[ItemOutcome] = []
         self._outcomes: list[ItemOutcome] = []
 
@@ -355,6 +359,7 @@ class BulkReport:
             "items_per_second": round(self.items_per_second, 1),
             "failures_by_code": {str(k): v for k, v in self.failures_by_code.items()},
             "stop_reason": self.stop_reason,
+            "anomaly_count": self.anomaly_count,
             "anomalies": list(self.anomalies),
         }
 
@@ -458,9 +463,13 @@ class _Pacer:
                     return
                 await self.clock.sleep((1.0 - self.tokens) / self.rate)
 
+    def pause(self, seconds: float) -> None:
+        """Every worker waits ``seconds`` (a ``Retry-After``) before its next request."""
+        self.pause_until = max(self.pause_until, self.clock.monotonic() + seconds)
+
     def slow_down(self, pause: float) -> None:
         """A 429: every worker waits ``pause``; concurrency and rate halve."""
-        self.pause_until = max(self.pause_until, self.clock.monotonic() + pause)
+        self.pause(pause)
         self.limiter.total_tokens = max(1, int(self.limiter.total_tokens) // 2)
         if self.rate is not None and self.max_rate is not None:
             self.rate = max(self.max_rate / 64, self.rate / 2)
@@ -531,6 +540,8 @@ class _Chunk:
     attempt: int = 0
     split: bool = False
     last_error: CapillaryError | None = None
+    #: An attempt failed in a way that may have applied it: a later refusal cannot undo that.
+    maybe_applied: bool = False
 
 
 class _Poke:
@@ -683,12 +694,21 @@ class Job(Generic[ItemT, ResultT]):
         status: OutcomeStatus,
         error: CapillaryError | None = None,
         message: str | None = None,
+        *,
+        settled: bool = False,
+        request_id: str | None = None,
     ) -> None:
+        """End ``items`` with one status: the one verb for "these items are final"."""
         code = getattr(error, "code", None) if error is not None else None
         text = message or (f"{type(error).__name__}: {error}" if error is not None else None)
-        request_id = error.request_id if error is not None else None
+        if text is not None:
+            text = excerpt(text)
+        if error is not None:
+            request_id = error.request_id
         for index, item in items:
-            await self._emit(ItemOutcome(index, item, status, None, code, text, request_id))
+            await self._emit(
+                ItemOutcome(index, item, status, None, code, text, request_id, settled)
+            )
         self._release_keys(items)
 
     def _release_keys(self, items: Sequence[tuple[int, Any]]) -> None:
@@ -777,7 +797,9 @@ class Job(Generic[ItemT, ResultT]):
             item = self.spec.prepare(raw)
         except ValidationError as exc:
             await self._emit(
-                ItemOutcome(index, raw, OutcomeStatus.INVALID, None, exc.code, str(exc))
+                ItemOutcome(
+                    index, raw, OutcomeStatus.INVALID, None, exc.code, excerpt(str(exc)), None, True
+                )
             )
             return
         await _send(inbox, (index, item))
@@ -933,15 +955,43 @@ class Job(Generic[ItemT, ResultT]):
     async def _on_result(self, chunk: _Chunk, result: ResultT, request_id: str | None) -> None:
         self.budget.refund()
         self.pacer.speed_up()
-        merged = self.spec.merge(chunk.items, result)
+        try:
+            merged = self.spec.merge(chunk.items, result)
+        except Exception:  # noqa: BLE001 - any answer we cannot read must not end the job
+            # The request was processed; how, nobody can tell from this answer.
+            logger.warning("bulk job: request %s: the answer could not be matched", request_id)
+            self._note_anomaly(f"request {request_id}: the answer could not be matched to items")
+            await self._finish(
+                chunk.items,
+                OutcomeStatus.UNKNOWN,
+                message="the server answered, but its answer could not be read: "
+                "the item may or may not have been applied",
+                request_id=request_id,
+            )
+            self._chunk_done()
+            return
         for note in merged.anomalies:
-            text = f"request {request_id}: {note}"
-            self.report.anomalies.append(text)
-            logger.warning("bulk job: %s", text)
+            self._note_anomaly(f"request {request_id}: {note}")
         for index, item, status, update, code, message in merged.outcomes:
-            await self._emit(ItemOutcome(index, item, status, update, code, message, request_id))
+            # A per-item answer settles the item, even after an ambiguous attempt.
+            settled = status in (OutcomeStatus.SUCCEEDED, OutcomeStatus.FAILED)
+            text = None if message is None else excerpt(message)
+            await self._emit(
+                ItemOutcome(index, item, status, update, code, text, request_id, settled)
+            )
         self._release_keys(chunk.items)
         self._chunk_done()
+
+    def _note_anomaly(self, text: str) -> None:
+        """Count every oddity of the answers; keep and log a bounded sample."""
+        report = self.report
+        report.anomaly_count += 1
+        if len(report.anomalies) < MAX_ANOMALIES:
+            text = excerpt(text, 300)
+            report.anomalies.append(text)
+            logger.warning("bulk job: %s", text)
+        elif report.anomaly_count == MAX_ANOMALIES + 1:
+            logger.warning("bulk job: more anomalies; they are counted, not logged")
 
     async def _on_error(self, chunk: _Chunk, error: CapillaryError) -> None:
         chunk.last_error = error
@@ -950,21 +1000,9 @@ class Job(Generic[ItemT, ResultT]):
             await self._give_up(chunk, error)
             self._stop(f"the server refused the credentials: {error}")
             return
-        if status == 413 or isinstance(error, BadRequestError):
-            if status == 413:
-                # Half the refused chunk: halves of one refusal do not shrink it twice.
-                size = max(1, min(self.chunk_size, len(chunk.items) // 2))
-                if size < self.chunk_size:
-                    self.chunk_size = size
-                    logger.warning("bulk job: 413, chunk size now %d", size)
-            await self._split_or_fail(chunk, error)
-            return
-        if not _retryable(error):
-            await self._give_up(chunk, error)
-            if self.fail_fast:
-                self._stop(f"fail_fast: a chunk failed ({type(error).__name__}: {error})")
-            return
         if is_ambiguous(error):
+            # Whatever happens next, these items may already have been applied.
+            chunk.maybe_applied = True
             unsafe = [e for e in chunk.items if not self.spec.idempotent(e[1])]
             if unsafe:
                 await self._finish(
@@ -980,10 +1018,26 @@ class Job(Generic[ItemT, ResultT]):
                     if self.fail_fast:
                         self._stop(f"fail_fast: a chunk's outcome is unknown ({error})")
                     return
-        retry_after = error.retry_after if isinstance(error, RateLimitError) else None
+        if status == 413 or isinstance(error, BadRequestError):
+            if status == 413:
+                # Half the refused chunk: halves of one refusal do not shrink it twice.
+                size = max(1, min(self.chunk_size, len(chunk.items) // 2))
+                if size < self.chunk_size:
+                    self.chunk_size = size
+                    logger.warning("bulk job: 413, chunk size now %d", size)
+            await self._split_or_fail(chunk, error)
+            return
+        if not is_retryable(error):
+            await self._give_up(chunk, error)
+            if self.fail_fast:
+                self._stop(f"fail_fast: a chunk failed ({type(error).__name__}: {error})")
+            return
+        retry_after = error.retry_after if isinstance(error, APIError) else None
         delay = self.retry.delay(chunk.attempt, retry_after)
         if isinstance(error, RateLimitError):
             self.pacer.slow_down(delay)
+        elif retry_after is not None:  # a 503 that says how long: everyone waits
+            self.pacer.pause(delay)
         if chunk.attempt >= self.retry.max_attempts:
             await self._give_up(chunk, error)
             if self.fail_fast:
@@ -1013,25 +1067,28 @@ class Job(Generic[ItemT, ResultT]):
     async def _split_or_fail(self, chunk: _Chunk, error: CapillaryError) -> None:
         """A chunk refused as a whole: halves go again, down to the items at fault."""
         if len(chunk.items) == 1:
-            await self._give_up(chunk, error)
+            # A request of this one item, refused: the server's verdict on it.
+            await self._give_up(chunk, error, verdict=True)
             return
         middle = len(chunk.items) // 2
         for half in (chunk.items[middle:], chunk.items[:middle]):
-            self._ready.appendleft(_Chunk(half, split=True))
+            self._ready.appendleft(_Chunk(half, split=True, maybe_applied=chunk.maybe_applied))
         self._unfinished += 1  # one chunk became two
         self._notify()
 
-    async def _give_up(self, chunk: _Chunk, error: CapillaryError) -> None:
-        """The chunk's items end with its last error: unknown if it may have been applied."""
-        status = OutcomeStatus.UNKNOWN if _maybe_applied(error) else OutcomeStatus.FAILED
-        await self._finish(chunk.items, status, error)
+    async def _give_up(
+        self, chunk: _Chunk, error: CapillaryError, *, verdict: bool = False
+    ) -> None:
+        """The chunk's items end with its last error: unknown if it may have been applied.
+
+        Only a refusal of a request holding just this item settles it; any other
+        failure leaves it for a later run to send again.
+        """
+        if not verdict and (chunk.maybe_applied or _maybe_applied(error)):
+            await self._finish(chunk.items, OutcomeStatus.UNKNOWN, error)
+        else:
+            await self._finish(chunk.items, OutcomeStatus.FAILED, error, settled=verdict)
         self._chunk_done()
-
-
-def _retryable(error: CapillaryError) -> bool:
-    if isinstance(error, TransportError):
-        return True
-    return isinstance(error, APIError) and error.status in _RETRY_STATUSES
 
 
 def _maybe_applied(error: CapillaryError) -> bool:

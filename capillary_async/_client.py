@@ -8,9 +8,11 @@ in exactly one of those.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json as jsonlib
 import logging
 import platform
+import re
 import time
 from collections.abc import Callable, Mapping
 from types import TracebackType
@@ -22,6 +24,7 @@ import attrs
 
 from ._auth import Auth, AuthFlow
 from ._config import (
+    DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_TIMEOUTS,
     Clock,
     Cluster,
@@ -31,13 +34,15 @@ from ._config import (
     resolve_base_url,
 )
 from ._exceptions import (
+    RETRY_STATUSES,
     APIError,
     CapillaryError,
     OutcomeUnknownError,
-    RateLimitError,
     TransportError,
     api_error,
+    excerpt,
     is_ambiguous,
+    is_retryable,
 )
 from ._transport import AiohttpTransport, AsyncTransport, Request
 from ._version import __version__
@@ -50,8 +55,6 @@ __all__ = ["UNSET", "CapillaryClient", "Reply", "logger"]
 logger = logging.getLogger("capillary_async")
 logger.addHandler(logging.NullHandler())
 
-#: Statuses that mean "slow down" or "not processed": retried (502/504 only when idempotent).
-RETRY_STATUSES: Final = frozenset({429, 502, 503, 504, 521})
 _REQUEST_ID_HEADERS = ("x-cap-request-id", "x-cap-requestid")
 
 
@@ -93,12 +96,48 @@ def _has_errors(body: Any) -> bool:
 
 
 def _decode(content: bytes) -> Any:
+    """JSON if the body is JSON a program can hold, else its text (which callers treat as odd)."""
     if not content:
         return None
     try:
         return jsonlib.loads(content)
+    except RecursionError:  # nested deeper than Python's stack: not an answer we can use
+        pass
     except ValueError:
-        return content.decode("utf-8", "replace")
+        try:  # an integer past Python's digit limit: keep it as its digits
+            return jsonlib.loads(content, parse_int=_safe_int)
+        except (ValueError, RecursionError):
+            pass
+    return content.decode("utf-8", "replace")
+
+
+def _safe_int(digits: str) -> int | str:
+    return int(digits) if len(digits) <= 4000 else digits
+
+
+def _secrets_in(auth_headers: Mapping[str, str]) -> tuple[bytes, ...]:
+    """Every form of the credentials in ``auth_headers`` that a server could echo back."""
+    found: set[str] = set()
+    for value in auth_headers.values():
+        found.add(value)
+        scheme, _, rest = value.partition(" ")
+        if rest and scheme.lower() in ("basic", "bearer"):
+            found.add(rest)
+            if scheme.lower() == "basic":
+                try:
+                    user_digest = base64.b64decode(rest, validate=True).decode("utf-8")
+                except (ValueError, UnicodeDecodeError):
+                    continue
+                found.add(user_digest)
+                found.add(user_digest.rpartition(":")[2])
+    return tuple(sorted((s.encode("utf-8") for s in found if len(s) >= 8), key=len, reverse=True))
+
+
+def _redact(content: bytes, secrets: tuple[bytes, ...]) -> bytes:
+    for secret in secrets:
+        if secret in content:
+            content = content.replace(secret, b"<redacted>")
+    return content
 
 
 def _encode(value: Any) -> bytes:
@@ -121,7 +160,9 @@ class CapillaryClient:
 
     ``timeout`` is a ``Timeouts``, a number of seconds for the whole exchange,
     or ``None`` for no limit; every call may override it. ``headers`` are added
-    to every request (attribution headers, for example).
+    to every request (attribution headers, for example). A response body larger
+    than ``max_response_bytes`` (16 MiB by default; ``None`` for no limit) is
+    not read: the call raises ``ResponseTooLargeError``.
     """
 
     def __init__(
@@ -137,6 +178,7 @@ class CapillaryClient:
         headers: Mapping[str, str] | None = None,
         transport: AsyncTransport | None = None,
         clock: Clock | None = None,
+        max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES,
     ) -> None:
         if not callable(getattr(auth, "create_flow", None)):
             raise TypeError("auth: expected BasicAuth, OAuthCredentials or BearerToken")
@@ -147,6 +189,11 @@ class CapillaryClient:
         self.auth = auth
         self.retry = retry if retry is not None else RetryPolicy()
         self.timeout = Timeouts.coerce(timeout)
+        if max_response_bytes is not None and (
+            isinstance(max_response_bytes, bool) or max_response_bytes < 1
+        ):
+            raise ValueError("max_response_bytes: must be a positive number of bytes, or None")
+        self.max_response_bytes = max_response_bytes
         self.clock: Clock = clock if clock is not None else SystemClock()
         self._transport: AsyncTransport = (
             transport
@@ -156,8 +203,9 @@ class CapillaryClient:
         self._headers = {
             "Accept": "application/json",
             "User-Agent": _user_agent(),
-            **(headers or {}),
+            **_checked_headers(headers or {}),
         }
+        self._secrets: tuple[Mapping[str, str] | None, tuple[bytes, ...]] = (None, ())
         self._flow: AuthFlow | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -263,6 +311,7 @@ class CapillaryClient:
         accept: AcceptFn | None = None,
         authenticate: bool = True,
         sensitive: bool = False,
+        secrets: tuple[str, ...] = (),
         why_not_idempotent: str = "it is not idempotent",
     ) -> Reply:
         """Send with retries: the one place that decides whether to try again."""
@@ -277,12 +326,13 @@ class CapillaryClient:
             headers=headers or {},
             timeout=self.timeout if isinstance(timeout, _Unset) else Timeouts.coerce(timeout),
             sensitive=sensitive,
+            secrets=tuple(s.encode("utf-8") for s in secrets if s),
         )
         policy = retry if retry is not None else self.retry
         attempt = 0
+        maybe_applied = False  # an earlier attempt may have been applied
         while True:
             attempt += 1
-            retry_after: float | None = None
             try:
                 reply = await self._send_authenticated(call, attempt, authenticate=authenticate)
             except TransportError as exc:
@@ -293,19 +343,26 @@ class CapillaryClient:
                         return reply
                     if 200 <= reply.status < 300 and not _has_errors(reply.body):
                         return reply
-                    raise self._error(reply, call)
                 error = self._error(reply, call)
-                if isinstance(error, RateLimitError):
-                    retry_after = error.retry_after
-            if is_ambiguous(error) and not idempotent:
+            ambiguous = is_ambiguous(error)
+            if ambiguous and not idempotent:
                 raise OutcomeUnknownError(
                     f"{method} {path}: the server may or may not have applied this request "
                     f"({type(error).__name__}: {error}); it was not repeated because "
                     f"{why_not_idempotent}",
                     cause=error,
                 ) from error
-            if attempt >= policy.max_attempts:
+            if not is_retryable(error) or attempt >= policy.max_attempts:
+                if maybe_applied and not ambiguous:
+                    # A later refusal cannot undo an earlier attempt that may have landed.
+                    raise OutcomeUnknownError(
+                        f"{method} {path}: an earlier attempt may have been applied, and the "
+                        f"last one failed ({type(error).__name__}: {error})",
+                        cause=error,
+                    ) from error
                 raise error
+            maybe_applied = maybe_applied or ambiguous
+            retry_after = error.retry_after if isinstance(error, APIError) else None
             delay = policy.delay(attempt, retry_after)
             logger.info(
                 "%s %s: %s, retrying in %.2fs (attempt %d of %d)",
@@ -341,6 +398,7 @@ class CapillaryClient:
             authenticate=False,
             sensitive=True,
             accept=lambda _status, _body: True,
+            secrets=tuple(str(v) for k, v in body.items() if k != "key"),
         )
         return reply.status, reply.body, reply.request_id
 
@@ -374,6 +432,7 @@ class CapillaryClient:
             headers=headers,
             content=call.content,
             timeout=call.timeout,
+            max_response_bytes=self.max_response_bytes,
         )
         debug = not call.sensitive and logger.isEnabledFor(logging.DEBUG)
         if debug and call.content is not None:
@@ -392,7 +451,13 @@ class CapillaryClient:
             )
             raise
         elapsed_ms = (time.perf_counter() - started) * 1000
+        # A hostile or broken server may echo the credentials back: they leave
+        # here, before the body or a header value becomes any text of ours.
+        secrets = self._secrets_for(auth_headers) + call.secrets
+        content = _redact(response.content, secrets)
         request_id = next((v for v in map(response.header, _REQUEST_ID_HEADERS) if v), None)
+        if request_id is not None:
+            request_id = _redact(excerpt(request_id, 128).encode(), secrets).decode()
         logger.info(
             "%s %s -> %d in %.1f ms (attempt %d, request id %s)",
             call.method,
@@ -403,13 +468,20 @@ class CapillaryClient:
             request_id,
         )
         if debug:
-            logger.debug("%s %s response body: %s", call.method, call.path, _text(response.content))
+            logger.debug("%s %s response body: %s", call.method, call.path, _text(content))
         return Reply(
             status=response.status,
-            body=_decode(response.content),
+            body=_decode(content),
             request_id=request_id,
             headers=response.headers,
         )
+
+    def _secrets_for(self, auth_headers: Mapping[str, str]) -> tuple[bytes, ...]:
+        used, secrets = self._secrets
+        if used is not auth_headers:
+            secrets = _secrets_in(auth_headers)
+            self._secrets = (auth_headers, secrets)
+        return secrets
 
 
 @attrs.frozen(kw_only=True)
@@ -423,7 +495,26 @@ class _Call:
     headers: Mapping[str, str] = attrs.field(repr=False)
     timeout: Timeouts
     sensitive: bool
+    #: Values in the request (an OAuth secret) that must not come back in any text.
+    secrets: tuple[bytes, ...] = attrs.field(default=(), repr=False)
 
 
 def _text(content: bytes) -> str:
-    return content.decode("utf-8", "replace")
+    return excerpt(content.decode("utf-8", "replace"), 64 * 1024)
+
+
+def _checked_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Extra headers as given, refused now if HTTP could not carry them (no value echoed)."""
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            raise ValueError("headers: a header name is empty or not a valid HTTP token")
+        if not isinstance(value, str) or not _HEADER_VALUE.fullmatch(value):
+            raise ValueError(
+                f"headers: the value of {name} holds control characters or non-ASCII text, "
+                "which HTTP headers cannot carry"
+            )
+    return dict(headers)
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE = re.compile(r"[\x20-\x7e]*")

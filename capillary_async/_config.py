@@ -15,6 +15,7 @@ import anyio
 import attrs
 
 __all__ = [
+    "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_TIMEOUTS",
     "Clock",
     "Cluster",
@@ -118,6 +119,10 @@ class Timeouts:
 
 
 DEFAULT_TIMEOUTS = Timeouts()
+
+#: The largest response body read by default: far above any real answer (a
+#: 100-item updateExpiry answer is about 60 KB), far below what hurts a process.
+DEFAULT_MAX_RESPONSE_BYTES = 16 * 1024 * 1024
 
 
 @attrs.frozen(kw_only=True)

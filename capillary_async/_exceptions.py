@@ -4,18 +4,23 @@ CapillaryError
 ├── TransportError               the HTTP exchange itself failed
 │   ├── ConnectError             never reached the server: safe to repeat
 │   ├── ConnectTimeoutError           never reached the server: safe to repeat
-│   ├── ReadTimeoutError              sent, no answer in time: outcome unknown
-│   └── ConnectionLostError      sent, connection dropped: outcome unknown
-├── APIError                     the server answered with an error
+│   ├── ReadTimeoutError         sent, no answer in time: outcome unknown
+│   ├── ConnectionLostError      sent, connection dropped or answer malformed: outcome unknown
+│   └── ResponseTooLargeError    answered with a body over ``max_response_bytes``: not read
+├── APIError                     the server answered with an error (``retry_after`` if it said)
 │   ├── BadRequestError          400, or a top-level ``errors`` envelope
-│   ├── AuthenticationError      401, 498 (token expired), bad OAuth key/secret
+│   ├── AuthenticationError      401, 498 (token expired), bad OAuth key/secret or token
 │   ├── PermissionDeniedError    403
 │   ├── NotFoundError            404
-│   ├── RateLimitError           429 (``retry_after``)
+│   ├── RateLimitError           429
 │   └── ServerError              5xx, 521 included
 ├── OutcomeUnknownError          not repeated: repeating a non-idempotent request
 │                                whose fate is unknown could apply it twice
 └── ValidationError              client-side checks (also a ``ValueError``)
+
+Every message is written here or at the raise site from what we choose to
+show: never from a foreign exception's text or repr (aiohttp's carries the
+request headers), and server text only as a bounded ``excerpt``.
 
 Usage mistakes (a closed client, an ``http://`` URL) are plain ``ValueError`` /
 ``RuntimeError``: they are bugs to fix, not conditions to handle.
@@ -41,6 +46,7 @@ __all__ = [
     "PermissionDeniedError",
     "RateLimitError",
     "ReadTimeoutError",
+    "ResponseTooLargeError",
     "ServerError",
     "TransportError",
     "ValidationError",
@@ -82,7 +88,26 @@ class ReadTimeoutError(TransportError):
 
 
 class ConnectionLostError(TransportError):
-    """The connection dropped after the request was (perhaps) sent."""
+    """The connection dropped after the request was (perhaps) sent, or the answer was not HTTP."""
+
+
+class ResponseTooLargeError(TransportError):
+    """The answer's body was larger than ``max_response_bytes``; reading stopped there.
+
+    The request reached the server (``status`` is what it answered), so a
+    non-idempotent one may have been applied. It is not retried: a server that
+    sent too much once will do it again.
+    """
+
+    def __init__(self, *, status: int, limit: int, method: str = "", url: str = "") -> None:
+        super().__init__(
+            f"the response body (HTTP {status}) is larger than max_response_bytes={limit:,}; "
+            "not read",
+            method=method,
+            url=url,
+        )
+        self.status = status
+        self.limit = limit
 
 
 class APIError(CapillaryError):
@@ -101,9 +126,13 @@ class APIError(CapillaryError):
         codes: Sequence[int] = (),
         body: Any = None,
         request_id: str | None = None,
+        retry_after: float | None = None,
     ) -> None:
+        message = excerpt(message)
         super().__init__(message)
         self.message = message
+        #: The server's ``Retry-After`` in seconds (429, 503...), if it sent one.
+        self.retry_after = retry_after
         self.status = status
         self.codes: tuple[int, ...] = tuple(codes)
         self.body = body
@@ -142,10 +171,6 @@ class NotFoundError(APIError):
 
 class RateLimitError(APIError):
     """429. ``retry_after`` is the server's ``Retry-After`` in seconds, if it sent one."""
-
-    def __init__(self, message: str, *, retry_after: float | None = None, **kwargs: Any) -> None:
-        super().__init__(message, **kwargs)
-        self.retry_after = retry_after
 
 
 class ServerError(APIError):
@@ -219,15 +244,34 @@ def excerpt(text: object, limit: int = MAX_QUOTED) -> str:
     return value
 
 
+#: Statuses that mean "slow down" or "not processed now": worth another attempt.
+RETRY_STATUSES = frozenset({429, 502, 503, 504, 521})
+#: 5xx statuses that say the request was not processed (Capillary's 503 and 521).
+_NOT_PROCESSED = frozenset({503, 521})
+
+
 def is_ambiguous(exc: BaseException) -> bool:
-    """Whether a failed request may nevertheless have been applied by the server."""
+    """Whether a failed request may nevertheless have been applied by the server.
+
+    A 500 (or 502, 504...) can come after the change was made; only 503 and
+    521 say it was not processed.
+    """
     if isinstance(exc, OutcomeUnknownError):
         return True
     if isinstance(exc, TransportError):
         return exc.sent
     if isinstance(exc, APIError):
-        return exc.status in (502, 504)
+        return exc.status >= 500 and exc.status not in _NOT_PROCESSED
     return False
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Whether another attempt may succeed (the idempotency rule is the caller's)."""
+    if isinstance(exc, ResponseTooLargeError):
+        return False
+    if isinstance(exc, TransportError):
+        return True
+    return isinstance(exc, APIError) and exc.status in RETRY_STATUSES
 
 
 _STATUS_CLASSES: Mapping[int, type[APIError]] = {
@@ -258,18 +302,22 @@ def parse_error_envelope(body: Any) -> tuple[list[int], str]:
     messages: list[str] = []
     errors = body.get("errors") if isinstance(body, Mapping) else None
     if isinstance(errors, list):
-        for entry in errors:
+        for entry in errors[:_MAX_ERRORS]:
             if not isinstance(entry, Mapping):
                 continue
             code = entry.get("code")
-            if isinstance(code, int) and not isinstance(code, bool):
+            if type(code) is int and abs(code) < 2**63:
                 codes.append(code)
-            elif isinstance(code, str) and code.isdigit():
+            elif isinstance(code, str) and code.isascii() and code.isdigit() and len(code) < 19:
                 codes.append(int(code))
             message = entry.get("message")
             if isinstance(message, str) and message:
-                messages.append(message)
+                messages.append(excerpt(message))
     return codes, "; ".join(messages)
+
+
+#: Entries of an ``errors`` envelope read for a message: a hostile list is not copied whole.
+_MAX_ERRORS = 20
 
 
 def parse_retry_after(value: str | None) -> float | None:
@@ -297,17 +345,14 @@ def api_error(
     codes, message = parse_error_envelope(body)
     if not message:
         message = _REASONS.get(status, "request failed")
-    cls = error_class_for_status(status)
-    if cls is RateLimitError:
-        return RateLimitError(
-            message,
-            retry_after=parse_retry_after(retry_after),
-            status=status,
-            codes=codes,
-            body=body,
-            request_id=request_id,
-        )
-    return cls(message, status=status, codes=codes, body=body, request_id=request_id)
+    return error_class_for_status(status)(
+        message,
+        status=status,
+        codes=codes,
+        body=body,
+        request_id=request_id,
+        retry_after=parse_retry_after(retry_after),
+    )
 
 
 _REASONS: Mapping[int, str] = {

@@ -36,7 +36,7 @@ from ._client import UNSET, Reply, _Unset
 from ._config import RetryPolicy, Timeouts
 from ._converters import SUCCESS_KEYS, ensure, from_wire, split_expiry_envelope, to_wire
 from ._enums import PointsAwardedRefType
-from ._exceptions import APIError, ValidationError
+from ._exceptions import APIError, ValidationError, excerpt
 from ._models import (
     ExpiryUpdate,
     ExpiryUpdateEntry,
@@ -336,11 +336,27 @@ def _json_ready(item: Any) -> Any:
     )
 
 
-def _ref_key(ref_id: object, ref_type: object) -> tuple[object, object]:
+def _ref_key(ref_id: object, ref_type: object) -> tuple[int, object] | None:
+    """An answer's (paId, paType) as the key of the item it names, or None if it names none.
+
+    Capillary ids are Java longs: an int, or its digits as a string (``"1"`` is
+    item 1); anything else (a list, an object, a 5,000-digit number) names nothing.
+    """
+    if type(ref_id) is str and 0 < len(ref_id) < 20 and ref_id.isascii() and ref_id.isdigit():
+        ref_id = int(ref_id)
+    if type(ref_id) is not int or not 0 < ref_id < 2**63:
+        return None
     # Known types as their enum member (hashing a member is cheap), unknown as text.
     if type(ref_type) is not PointsAwardedRefType:
-        ref_type = PointsAwardedRefType._value2member_map_.get(str(ref_type), str(ref_type))
+        if not isinstance(ref_type, str):
+            return None
+        ref_type = PointsAwardedRefType._value2member_map_.get(ref_type, ref_type)
     return (ref_id, ref_type)
+
+
+def _show_ref(key: Hashable) -> str:
+    ref_id, ref_type = key if isinstance(key, tuple) else (key, None)
+    return excerpt(f"{ref_id}/{ref_type}", 120)
 
 
 class _ExpirySpec:
@@ -385,11 +401,16 @@ class _ExpirySpec:
         return (updates, failures), reply.request_id
 
     def merge(self, chunk: Sequence[tuple[int, ExpiryUpdate]], result: Any) -> Merged:
-        """Match raw answer entries to items by ref; success entries are parsed on access."""
+        """Match raw answer entries to items by ref; success entries are parsed on access.
+
+        Oddities are summed per answer (one line each kind), never one per item.
+        """
         updates, failures = result
         by_key = {self.key(item): (index, item) for index, item in chunk}
         decided: dict[Hashable, tuple[OutcomeStatus, Any, int | None, str | None]] = {}
-        anomalies: list[str] = []
+        nameless: int = 0
+        strangers: list[Hashable] = []
+        repeated: list[Hashable] = []
         answers: list[tuple[Hashable | None, tuple[OutcomeStatus, Any, int | None, str | None]]]
         answers = []
         for entry in updates:
@@ -410,18 +431,18 @@ class _ExpirySpec:
             decision = (
                 OutcomeStatus.FAILED,
                 None,
-                code if isinstance(code, int) and not isinstance(code, bool) else None,
-                message if isinstance(message, str) else "refused by the server",
+                code if type(code) is int and abs(code) < 2**63 else None,
+                excerpt(message) if isinstance(message, str) else "refused by the server",
             )
             key = _ref_key(failure.get("pointsAwardedRefId"), failure.get("pointsAwardedRefType"))
             answers.append((key, decision))
         for named, verdict in answers:
             if named is None:
-                anomalies.append("the answer holds an entry that names no points-awarded record")
+                nameless += 1
             elif named not in by_key:
-                anomalies.append(f"the answer names {named}, which this request did not send")
+                strangers.append(named)
             elif named in decided:
-                anomalies.append(f"the answer names {named} twice; the first entry counts")
+                repeated.append(named)
             else:
                 decided[named] = verdict
         outcomes = []
@@ -436,6 +457,21 @@ class _ExpirySpec:
                 ),
             )
             outcomes.append((index, item, status, update, code, message))
+        anomalies: list[str] = []
+        if nameless:
+            anomalies.append(
+                f"the answer holds {nameless} entries that name no readable points-awarded record"
+            )
+        if strangers:
+            anomalies.append(
+                f"the answer names {len(strangers)} records this request did not send "
+                f"(first: {_show_ref(strangers[0])})"
+            )
+        if repeated:
+            anomalies.append(
+                f"the answer names {len(repeated)} records twice; the first entry counts "
+                f"(first: {_show_ref(repeated[0])})"
+            )
         missing = sum(1 for o in outcomes if o[2] is OutcomeStatus.UNKNOWN)
         if missing:
             anomalies.append(f"the answer left out {missing} of the {len(chunk)} items sent")

@@ -13,16 +13,19 @@ import inspect
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
 import attrs
+from multidict import CIMultiDict, CIMultiDictProxy
 
-from ._config import DEFAULT_TIMEOUTS, Timeouts
+from ._config import DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUTS, Timeouts
 from ._exceptions import (
     ConnectError,
     ConnectionLostError,
     ConnectTimeoutError,
     ReadTimeoutError,
+    ResponseTooLargeError,
 )
 
 __all__ = ["AiohttpTransport", "AsyncTransport", "MockTransport", "Request", "Response"]
@@ -37,6 +40,8 @@ class Request:
     headers: Mapping[str, str] = attrs.field(factory=dict, repr=False)
     content: bytes | None = attrs.field(default=None, repr=False)
     timeout: Timeouts = DEFAULT_TIMEOUTS
+    #: The largest body to read; a transport raises ``ResponseTooLargeError`` past it.
+    max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES
 
 
 @attrs.frozen(kw_only=True)
@@ -128,17 +133,23 @@ class AiohttpTransport:
                 timeout=_client_timeout(request.timeout),
                 allow_redirects=False,
             ) as resp:
-                content = await resp.read()
+                content = await _read_bounded(resp, request)
                 headers = {k.lower(): v for k, v in resp.headers.items()}
                 return Response(status=resp.status, headers=headers, content=content)
         except aiohttp.ConnectionTimeoutError as exc:
-            raise ConnectTimeoutError(f"timed out connecting: {exc}", **where) from exc
+            raise ConnectTimeoutError(
+                f"timed out connecting to {_host(request)}", **where
+            ) from _scrubbed(exc)
         except aiohttp.ClientConnectorError as exc:
-            raise ConnectError(f"could not connect: {exc.os_error}", **where) from exc
+            raise ConnectError(_connect_failure(exc, request), **where) from _scrubbed(exc)
         except (aiohttp.ServerTimeoutError, asyncio.TimeoutError) as exc:
-            raise ReadTimeoutError("timed out waiting for the response", **where) from exc
+            raise ReadTimeoutError("timed out waiting for the response", **where) from _scrubbed(
+                exc
+            )
         except (aiohttp.ClientError, OSError) as exc:
-            raise ConnectionLostError(f"connection lost: {exc!r}", **where) from exc
+            # Never aiohttp's own text: its repr carries the request, headers
+            # (credentials) included, and its str can echo what the server sent.
+            raise ConnectionLostError(_lost(exc), **where) from _scrubbed(exc)
 
     async def aclose(self) -> None:
         self._closed = True
@@ -155,6 +166,81 @@ class AiohttpTransport:
                 stacklevel=2,
                 source=self,
             )
+
+
+async def _read_bounded(resp: aiohttp.ClientResponse, request: Request) -> bytes:
+    """The body, refused past ``request.max_response_bytes`` (after decompression)."""
+    limit = request.max_response_bytes
+    if limit is None:
+        return await resp.read()
+    declared = resp.content_length
+    if declared is not None and declared > limit:
+        raise ResponseTooLargeError(
+            status=resp.status, limit=limit, method=request.method, url=request.url
+        )
+    parts: list[bytes] = []
+    size = 0
+    async for block in resp.content.iter_chunked(1 << 16):
+        size += len(block)
+        if size > limit:
+            raise ResponseTooLargeError(
+                status=resp.status, limit=limit, method=request.method, url=request.url
+            )
+        parts.append(block)
+    return b"".join(parts)
+
+
+def _host(request: Request) -> str:
+    parts = urlsplit(request.url)
+    return f"{parts.hostname}:{parts.port}" if parts.port else str(parts.hostname)
+
+
+_DNS_ERROR: type[BaseException] | None = getattr(aiohttp, "ClientConnectorDNSError", None)
+
+
+def _connect_failure(exc: aiohttp.ClientConnectorError, request: Request) -> str:
+    host = _host(request)
+    if _DNS_ERROR is not None and isinstance(exc, _DNS_ERROR):
+        return f"could not resolve {host}"
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return f"TLS certificate of {host} could not be verified"
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return f"TLS handshake with {host} failed"
+    reason = exc.os_error.strerror if isinstance(exc.os_error, OSError) else None
+    return f"could not connect to {host}" + (f" ({reason})" if reason else "")
+
+
+def _lost(exc: BaseException) -> str:
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "the server closed the connection before answering"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        return "the response body was cut short or malformed"
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return "the server sent a malformed HTTP response"
+    reason = exc.strerror if isinstance(exc, OSError) else None
+    return "connection lost" + (f" ({reason})" if reason else f" ({type(exc).__name__})")
+
+
+def _scrubbed(exc: BaseException) -> BaseException:
+    """``exc`` (and what it chains) with the request headers taken out of its repr.
+
+    The foreign error stays the cause for debugging, but aiohttp's
+    ``ClientResponseError`` repr prints the request's headers, credentials
+    included, and its response headers can echo them.
+    """
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, aiohttp.ClientResponseError):
+            info = current.request_info
+            current.request_info = aiohttp.RequestInfo(
+                info.url, info.method, CIMultiDictProxy(CIMultiDict()), info.real_url
+            )
+            current.args = (current.request_info, current.history)
+            current.headers = None
+        current = current.__cause__ or current.__context__
+    return exc
 
 
 Handler = Callable[[Request], "Response | Awaitable[Response]"]
@@ -175,6 +261,11 @@ class MockTransport:
             result = await result
         if not isinstance(result, Response):
             raise TypeError("MockTransport handler must return a Response")
+        limit = request.max_response_bytes
+        if limit is not None and len(result.content) > limit:
+            raise ResponseTooLargeError(
+                status=result.status, limit=limit, method=request.method, url=request.url
+            )
         return result
 
     async def aclose(self) -> None:
