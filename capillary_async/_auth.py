@@ -18,7 +18,6 @@ import anyio
 
 from ._config import Clock
 from ._exceptions import (
-    APIError,
     AuthenticationError,
     error_class_for_status,
     parse_error_envelope,
@@ -302,7 +301,7 @@ class _OAuthFlow:
         ttl = data.get("ttlSeconds") if isinstance(data, Mapping) else None
         if not isinstance(token, str) or not token:
             # The body is not attached: it may hold a token in an unexpected place.
-            raise APIError(
+            raise AuthenticationError(
                 "token response carried no data.accessToken", status=status, request_id=request_id
             )
         if not _usable_token(token):

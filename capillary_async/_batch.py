@@ -524,6 +524,11 @@ async def _send(stream: MemoryObjectSendStream[Any], item: Any) -> None:
         stream.send_nowait(item)
     except anyio.WouldBlock:
         await stream.send(item)
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+        # The other side closed because the job is being cancelled: the caller
+        # must see its own cancellation, not this symptom of it.
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        raise
 
 
 async def receive_fast(stream: MemoryObjectReceiveStream[Any]) -> Any:
@@ -1094,5 +1099,7 @@ class Job(Generic[ItemT, ResultT]):
 def _maybe_applied(error: CapillaryError) -> bool:
     if is_ambiguous(error):
         return True
+    if isinstance(error, (AuthenticationError, PermissionDeniedError)):
+        return False  # refused before anything was done (a token answer, for one)
     # A 2xx whose body could not be read: processed, but nobody knows how.
     return isinstance(error, APIError) and 200 <= error.status < 300 and not error.codes

@@ -175,6 +175,7 @@ class PointsResource:
         flush_after: float | None = 1.0,
         fail_fast: bool = False,
         keep_all: bool = False,
+        keep_failures: bool = False,
         retry: RetryPolicy | None = None,
         retry_budget: RetryBudget | None = None,
         timeout: Timeouts | float | _Unset | None = UNSET,
@@ -186,6 +187,10 @@ class PointsResource:
         items are held at once, whatever the input size. Use as
         ``async with ... as outcomes: async for outcome in outcomes``; leaving
         the block early cancels the job.
+
+        The caller consumes the outcomes, so the report keeps none of them
+        unless asked: ``keep_failures=True`` keeps those that did not succeed,
+        ``keep_all=True`` every one.
         """
         spec = _ExpirySpec(self._client, timeout)
         return _stream(
@@ -199,6 +204,7 @@ class PointsResource:
                 flush_after=flush_after,
                 fail_fast=fail_fast,
                 keep_all=keep_all,
+                keep_failures=keep_failures,
                 retry=retry,
                 retry_budget=retry_budget,
             ),
@@ -216,6 +222,7 @@ class PointsResource:
         flush_after: float | None = 1.0,
         fail_fast: bool = False,
         keep_all: bool = False,
+        keep_failures: bool = True,
         retry: RetryPolicy | None = None,
         retry_budget: RetryBudget | None = None,
         timeout: Timeouts | float | _Unset | None = UNSET,
@@ -223,7 +230,9 @@ class PointsResource:
         """Apply any number of expiry updates and return one merged ``BulkReport``.
 
         Every input item ends with exactly one outcome; the counts add up to
-        ``report.total``. See ``stream_update_expiry`` for the options.
+        ``report.total``. The outcomes of items that did not succeed are kept
+        (``report.failures()``) unless ``keep_failures=False``. See
+        ``stream_update_expiry`` for the other options.
         """
         async with self.stream_update_expiry(
             items,
@@ -234,6 +243,7 @@ class PointsResource:
             flush_after=flush_after,
             fail_fast=fail_fast,
             keep_all=keep_all,
+            keep_failures=keep_failures,
             retry=retry,
             retry_budget=retry_budget,
             timeout=timeout,
@@ -252,6 +262,7 @@ class PointsResource:
         on_progress: Callable[[Progress], object] | None = None,
         fail_fast: bool = False,
         keep_all: bool = False,
+        keep_failures: bool = False,
         retry: RetryPolicy | None = None,
         retry_budget: RetryBudget | None = None,
         timeout: Timeouts | float | _Unset | None = UNSET,
@@ -269,6 +280,7 @@ class PointsResource:
                 flush_after=None,
                 fail_fast=fail_fast,
                 keep_all=keep_all,
+                keep_failures=keep_failures,
                 retry=retry,
                 retry_budget=retry_budget,
             ),
@@ -284,6 +296,7 @@ class PointsResource:
         on_progress: Callable[[Progress], object] | None = None,
         fail_fast: bool = False,
         keep_all: bool = False,
+        keep_failures: bool = True,
         retry: RetryPolicy | None = None,
         retry_budget: RetryBudget | None = None,
         timeout: Timeouts | float | _Unset | None = UNSET,
@@ -296,6 +309,7 @@ class PointsResource:
             on_progress=on_progress,
             fail_fast=fail_fast,
             keep_all=keep_all,
+            keep_failures=keep_failures,
             retry=retry,
             retry_budget=retry_budget,
             timeout=timeout,
