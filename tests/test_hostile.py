@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import hashlib
 import json
 import logging
@@ -16,17 +17,25 @@ import pytest
 
 from capillary_async import (
     AuthenticationError,
+    BadRequestError,
     BasicAuth,
     BearerToken,
     CapillaryClient,
     CapillaryError,
+    ConnectError,
+    ConnectionLostError,
     ExpiryDate,
     ExpiryUpdate,
     MockTransport,
     OAuthCredentials,
+    OutcomeStatus,
+    OutcomeUnknownError,
+    ReadTimeoutError,
     Request,
     Response,
+    ResponseTooLargeError,
     RetryPolicy,
+    ServerError,
     TokenHeaderStyle,
 )
 
@@ -311,3 +320,322 @@ async def test_a_token_that_http_cannot_carry_is_refused_as_an_authentication_er
         assert bad not in report.stop_reason
     with pytest.raises(ValueError, match="visible ASCII"):
         BearerToken("tok\nen")
+
+
+# -- 2xx answers of unexpected shape ------------------------------------------------------------
+
+
+def entry(pa_id: Any) -> dict[str, Any]:
+    return {"pointsExpiryUpdateLogs": {"paId": pa_id, "paType": "POINT_AWARDED"}}
+
+
+DEEP = b'{"currencyExpiryUpdateResponse": ' + b"[" * 200_000 + b"]" * 200_000 + b"}"
+ODD_ANSWERS: dict[str, Any] = {
+    "deeply nested JSON": DEEP,
+    "warnings: 5 beside item data": {"currencyExpiryUpdateResponse": [entry(1)], "warnings": 5},
+    "errors: 7 beside item data": {"currencyExpiryUpdateResponse": [entry(1)], "errors": 7},
+    "paId a list": {"currencyExpiryUpdateResponse": [entry([1]), entry(2)]},
+    "paId an object": {"currencyExpiryUpdateResponse": [entry({"id": 1}), entry(2)]},
+    "a 5,000-digit integer": (
+        b'{"currencyExpiryUpdateResponse": [{"pointsExpiryUpdateLogs": {"paId": '
+        + b"9" * 5000
+        + b', "paType": "POINT_AWARDED"}}, {"pointsExpiryUpdateLogs": {"paId": 2, '
+        b'"paType": "POINT_AWARDED"}}]}'
+    ),
+    "failures an object": {"currencyExpiryUpdateResponse": [], "failures": {"a": 1}},
+    "entity a list": {"entity": [1, 2], "currencyExpiryUpdateResponse": [entry(1)]},
+    "a JSON string": "just text",
+}
+
+
+def answering(answer: Any, status: int = 200) -> Any:
+    content = answer if isinstance(answer, bytes) else json.dumps(answer).encode()
+
+    def handler(request: Request) -> Response:
+        return Response(status=status, headers={"x-cap-request-id": "odd"}, content=content)
+
+    return handler
+
+
+@pytest.mark.parametrize("shape", list(ODD_ANSWERS))
+async def test_an_odd_2xx_answer_ends_as_outcomes_and_single_calls_raise_our_errors(
+    shape: str,
+) -> None:
+    async with client_with(answering(ODD_ANSWERS[shape])) as client:
+        try:
+            result = await client.points.update_expiry([item(1), item(2)])
+        except CapillaryError as exc:
+            assert len(str(exc)) < 2000
+        else:
+            assert result.request_id == "odd"
+        report = await client.points.bulk_update_expiry(
+            [item(1), item(2), item(3, "FIXED_DAYS")], keep_all=True
+        )
+    assert report.total == 3
+    assert [o.index for o in report.outcomes()] == [0, 1, 2]
+    for outcome in report.outcomes():
+        # The server processed the request: nothing may be called "failed" or unsent.
+        assert outcome.status in (OutcomeStatus.SUCCEEDED, OutcomeStatus.UNKNOWN), outcome
+        assert len(outcome.error_message or "") < 2000
+    assert len(json.dumps(report.summary())) < 10_000
+
+
+async def test_a_paid_sent_back_as_a_string_is_matched_and_anomalies_are_counted_not_copied() -> (
+    None
+):
+    strangers = [entry(10_000 + n) for n in range(5_000)]
+    body = {"currencyExpiryUpdateResponse": [entry("1"), entry(" 2"), *strangers]}
+    async with client_with(answering(body)) as client:
+        report = await client.points.bulk_update_expiry(
+            [item(n) for n in range(1, 101)], chunk_size=100, keep_all=True
+        )
+    statuses = [o.status for o in report.outcomes()]
+    assert statuses[0] is OutcomeStatus.SUCCEEDED  # "1" is item 1
+    assert statuses[1] is OutcomeStatus.UNKNOWN  # " 2" names no record
+    assert statuses.count(OutcomeStatus.UNKNOWN) == 99
+    assert report.anomaly_count == 3  # nameless, strangers, left out: one line each
+    assert any("5000 records this request did not send" in a for a in report.anomalies)
+    many = [
+        {"currencyExpiryUpdateResponse": [entry(999)]},
+    ]
+    async with client_with(answering(many[0])) as client:
+        report = await client.points.bulk_update_expiry(
+            [item(n) for n in range(1, 201)], chunk_size=1
+        )
+    assert report.anomaly_count == 400
+    assert len(report.anomalies) == 20
+
+
+# -- nothing applied twice, nothing mislabelled -----------------------------------------------
+
+
+def scripted(*answers: Response | BaseException) -> Any:
+    """Answers in order (the last repeats); a Response of 200 means "apply and say so"."""
+    queue = list(answers)
+    calls: list[Request] = []
+
+    def handler(request: Request) -> Response:
+        calls.append(request)
+        answer = queue.pop(0) if len(queue) > 1 else queue[0]
+        if isinstance(answer, BaseException):
+            raise answer
+        if answer.status == 200 and not answer.content:
+            return success_for(request)
+        return answer
+
+    handler.calls = calls  # type: ignore[attr-defined]
+    return handler
+
+
+async def test_a_500_is_ambiguous_for_fixed_days_and_never_retried() -> None:
+    handler = scripted(Response(status=500))
+    async with client_with(handler) as client:
+        with pytest.raises(OutcomeUnknownError) as info:
+            await client.points.update_expiry([item(1, "FIXED_DAYS")])
+        assert isinstance(info.value.cause, ServerError)
+        assert len(handler.calls) == 1
+        with pytest.raises(ServerError):
+            await client.points.update_expiry([item(1)])
+        assert len(handler.calls) == 2
+        report = await client.points.bulk_update_expiry(
+            [item(1, "FIXED_DAYS"), item(2)], keep_all=True
+        )
+    assert [o.status for o in report.outcomes()] == [OutcomeStatus.UNKNOWN] * 2
+    assert not any(o.settled for o in report.outcomes())
+
+
+async def test_once_possibly_applied_a_later_refusal_leaves_the_item_unknown() -> None:
+    handler = scripted(ReadTimeoutError("slow"), Response(status=503))
+    async with client_with(handler) as client:
+        with pytest.raises(OutcomeUnknownError) as info:
+            await client.points.update_expiry([item(1)])
+        assert isinstance(info.value.cause, ServerError)
+    handler = scripted(ConnectionLostError("dropped"), Response(status=429))
+    async with client_with(handler) as client:
+        report = await client.points.bulk_update_expiry([item(1), item(2)], keep_all=True)
+    assert [o.status for o in report.outcomes()] == [OutcomeStatus.UNKNOWN] * 2
+    # ...while a refusal that was never preceded by an ambiguous attempt is a plain failure.
+    handler = scripted(Response(status=503))
+    async with client_with(handler) as client:
+        report = await client.points.bulk_update_expiry([item(1)], keep_all=True)
+    (outcome,) = report.outcomes()
+    assert outcome.status is OutcomeStatus.FAILED
+    assert not outcome.settled  # no verdict: a rerun may send it again
+
+
+async def test_retry_after_is_honoured_on_503_in_single_calls_and_bulk() -> None:
+    busy = Response(status=503, headers={"retry-after": "7"})
+    clock = FakeClock()
+    async with client_with(scripted(busy, Response(status=200)), clock=clock) as client:
+        await client.points.update_expiry([item(1)])
+        assert clock.sleeps == [7.0]
+    clock = FakeClock()
+    async with client_with(scripted(busy, Response(status=200)), clock=clock) as client:
+        report = await client.points.bulk_update_expiry([item(1)])
+    assert report.succeeded == 1
+    assert 7.0 in clock.sleeps
+
+
+async def test_settled_marks_only_the_servers_verdicts() -> None:
+    refusal = Response(
+        status=400, content=json.dumps({"errors": [{"code": 8941, "message": "no"}]}).encode()
+    )
+    per_item = {
+        "currencyExpiryUpdateResponse": [entry(1)],
+        "failures": [
+            {"pointsAwardedRefId": 2, "pointsAwardedRefType": "POINT_AWARDED", "errorCode": 3037}
+        ],
+    }
+    async with client_with(answering(per_item)) as client:
+        report = await client.points.bulk_update_expiry([item(1), item(2), item(3)], keep_all=True)
+    assert [(o.status.value, o.settled) for o in report.outcomes()] == [
+        ("succeeded", True),
+        ("failed", True),
+        ("unknown", False),
+    ]
+    async with client_with(scripted(refusal)) as client:
+        report = await client.points.bulk_update_expiry(
+            [item(1), {"programId": "x"}], keep_all=True
+        )
+    assert [(o.status.value, o.settled) for o in report.outcomes()] == [
+        ("failed", True),  # a request of this one item, refused
+        ("invalid", True),
+    ]
+    async with client_with(scripted(ConnectError("refused"))) as client:
+        report = await client.points.bulk_update_expiry([item(1)], keep_all=True)
+    assert [(o.status.value, o.settled) for o in report.outcomes()] == [("failed", False)]
+
+
+# -- bounded resources ------------------------------------------------------------------------
+
+
+class BigServer(RawServer):
+    """Answers every request with a large body, with or without Content-Length."""
+
+    def __init__(self, size: int, *, declared: bool, status: int = 200) -> None:
+        body = b'{"currencyExpiryUpdateResponse": [], "pad": "' + b"x" * size + b'"}'
+        head = f"HTTP/1.1 {status} OK\r\nContent-Type: application/json\r\n"
+        if declared:
+            head += f"Content-Length: {len(body)}\r\n\r\n"
+            answer = head.encode() + body
+        else:
+            head += "Transfer-Encoding: chunked\r\n\r\n"
+            parts = [body[i : i + 65536] for i in range(0, len(body), 65536)]
+            answer = head.encode() + b"".join(
+                f"{len(p):x}\r\n".encode() + p + b"\r\n" for p in parts
+            )
+            answer += b"0\r\n\r\n"
+        super().__init__(answer)
+
+
+@pytest.mark.parametrize("declared", [True, False])
+async def test_a_response_over_max_response_bytes_is_not_read(declared: bool) -> None:
+    async with (
+        BigServer(3 * 1024 * 1024, declared=declared) as url,
+        CapillaryClient(
+            url,
+            auth=BasicAuth("u", "p"),
+            max_response_bytes=1024 * 1024,
+            retry=RetryPolicy(max_attempts=3, jitter=False),
+            clock=FakeClock(),
+        ) as client,
+    ):
+        with pytest.raises(OutcomeUnknownError) as info:
+            await client.points.update_expiry([item(1, "FIXED_DAYS")])
+        assert isinstance(info.value.cause, ResponseTooLargeError)
+        with pytest.raises(ResponseTooLargeError, match="max_response_bytes=1,048,576"):
+            await client.points.update_expiry([item(1)])
+        report = await client.points.bulk_update_expiry([item(1), item(2)], keep_all=True)
+    assert [o.status for o in report.outcomes()] == [OutcomeStatus.UNKNOWN] * 2
+    assert report.requests == 1  # not retried: it would only come again
+    with pytest.raises(ValueError, match="max_response_bytes"):
+        CapillaryClient(
+            "https://eu.api.capillarytech.com", auth=BasicAuth("u", "p"), max_response_bytes=0
+        )
+
+
+async def test_huge_error_messages_are_quoted_in_bounded_excerpts() -> None:
+    huge = "x" * 2_000_000
+    refusal = Response(
+        status=400,
+        content=json.dumps({"errors": [{"code": 8941, "message": huge}]}).encode(),
+    )
+    async with client_with(scripted(refusal)) as client:
+        with pytest.raises(BadRequestError) as info:
+            await client.points.update_expiry([item(1)])
+        assert len(str(info.value)) < 2000
+        report = await client.points.bulk_update_expiry([item(n) for n in range(1, 9)])
+    assert report.failed == 8
+    assert all(len(o.error_message or "") < 2000 for o in report.failures())
+    per_item = {
+        "currencyExpiryUpdateResponse": [],
+        "failures": [
+            {"pointsAwardedRefId": 1, "pointsAwardedRefType": "POINT_AWARDED", "errorMessage": huge}
+        ],
+    }
+    async with client_with(answering(per_item)) as client:
+        report = await client.points.bulk_update_expiry([item(1)])
+    assert len(report.failures()[0].error_message or "") < 2000
+
+
+async def test_a_stream_keeps_no_outcomes_unless_asked() -> None:
+    failing = {
+        "currencyExpiryUpdateResponse": [],
+        "failures": [
+            {"pointsAwardedRefId": n, "pointsAwardedRefType": "POINT_AWARDED", "errorCode": 3037}
+            for n in range(1, 101)
+        ],
+    }
+    async with client_with(answering(failing)) as client:
+        async with client.points.stream_update_expiry([item(n) for n in range(1, 101)]) as outcomes:
+            seen = [o async for o in outcomes]
+        assert len(seen) == 100
+        assert outcomes.report.failed == 100
+        assert outcomes.report.failures() == []
+        async with client.points.stream_update_expiry(
+            [item(n) for n in range(1, 101)], keep_failures=True
+        ) as outcomes:
+            _ = [o async for o in outcomes]
+        assert len(outcomes.report.failures()) == 100
+        report = await client.points.bulk_update_expiry([item(n) for n in range(1, 101)])
+        assert len(report.failures()) == 100
+        report = await client.points.bulk_update_expiry(
+            [item(n) for n in range(1, 101)], keep_failures=False
+        )
+        assert report.failures() == []
+        assert report.failed == 100
+
+
+# -- reports a person opens -------------------------------------------------------------------
+
+
+async def test_report_csv_cells_cannot_run_as_spreadsheet_formulas(tmp_path: Path) -> None:
+    evil = ['=HYPERLINK("http://x")', "+1+1", "-2+3", "@SUM(A1)", "\tx", "\rx"]
+    per_item = {
+        "currencyExpiryUpdateResponse": [],
+        "failures": [
+            {"pointsAwardedRefId": n, "pointsAwardedRefType": "POINT_AWARDED", "errorMessage": m}
+            for n, m in enumerate(evil, 1)
+        ],
+    }
+    async with client_with(answering(per_item)) as client:
+        report = await client.points.bulk_update_expiry(
+            [item(n) for n in range(1, 7)] + [{"identifierName": "=cmd|' /C calc'!A0"}]
+        )
+    report.to_csv(tmp_path / "failures.csv")
+    with (tmp_path / "failures.csv").open(newline="", encoding="utf-8") as stream:
+        rows = list(csv.DictReader(stream))
+    assert list(rows[0]) == [
+        "index",
+        "line",
+        "pointsAwardedRefId",
+        "pointsAwardedRefType",
+        "status",
+        "error_code",
+        "error_message",
+        "request_id",
+    ]
+    assert [r["error_message"] for r in rows[:6]] == ["'" + m for m in evil]
+    for row in rows:
+        for cell in row.values():
+            assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), row
