@@ -432,6 +432,24 @@ async def test_retry_budget_stops_a_job_against_a_failing_server(clock: FakeCloc
     assert report.requests < 30
 
 
+async def test_successes_refund_the_retry_budget(clock: FakeClock) -> None:
+    """Every chunk fails once, then succeeds: only the refunds keep the job going."""
+    for refund, stopped in ((5, False), (0, True)):
+        server = Server()
+        server.queue.extend([reply(503), None] * 10)
+        budget = RetryBudget(capacity=20, retry_cost=5, success_refund=refund)
+        async with client_for(server, clock) as client:
+            report = await client.points.bulk_update_expiry(
+                [update(n) for n in range(1, 101)],
+                chunk_size=10,
+                concurrency=1,
+                retry_budget=budget,
+            )
+        assert_accounted(report, 100)
+        assert (report.stop_reason is not None) is stopped
+        assert report.succeeded == (40 if stopped else 100)
+
+
 async def test_fail_fast_stops_at_the_first_chunk_failure(clock: FakeClock) -> None:
     server = Server(fail={3: 8015})
     server.queue.extend([None, reply(500)])
