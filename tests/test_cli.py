@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from capillary_async import BasicAuth, BearerToken, OAuthCredentials
+from capillary_async._batch import failure_columns
 from capillary_async.cli._env import UsageError, credentials_from_env, target_from
-from capillary_async.cli._inputs import count_rows, open_rows, unflatten
+from capillary_async.cli._inputs import count_rows, open_input, unflatten
 from capillary_async.cli._progress import Display
 from capillary_async.testing import Emulator, sample_expiry_updates, write_csv, write_jsonl
 
@@ -130,14 +131,7 @@ async def test_apply_jsonl_with_report_and_failures(emu: Emulator, tmp_path: Pat
     assert report["invalid"] == bad
     assert report["succeeded"] + report["failed"] + report["invalid"] == 1500
     rows = read_csv(failures_path)
-    assert list(rows[0]) == [
-        "line",
-        "pointsAwardedRefId",
-        "pointsAwardedRefType",
-        "status",
-        "errorCode",
-        "errorMessage",
-    ]
+    assert list(rows[0]) == failure_columns(["pointsAwardedRefId", "pointsAwardedRefType"])
     assert len(rows) == 1500 - report["succeeded"]
     for row in rows:
         item = items[int(row["line"]) - 1]
@@ -168,12 +162,12 @@ async def test_apply_csv_with_malformed_rows(emu: Emulator, tmp_path: Path) -> N
     rows = {int(r["line"]): r for r in read_csv(failures)}
     assert sorted(rows) == [42, 43, 44, 45]
     assert all(r["status"] == "invalid" for r in rows.values())
-    assert "FIXED_WEEKS" in rows[42]["errorMessage"]
-    assert rows[42]["errorCode"] == "8941"
-    assert "bad CSV" in rows[43]["errorMessage"]
-    assert "programId" in rows[44]["errorMessage"]
-    assert "expiryDate" in rows[45]["errorMessage"]
-    assert all(r["errorMessage"].startswith(f"line {n}:") for n, r in rows.items())
+    assert "FIXED_WEEKS" in rows[42]["error_message"]
+    assert rows[42]["error_code"] == "8941"
+    assert "bad CSV" in rows[43]["error_message"]
+    assert "programId" in rows[44]["error_message"]
+    assert "expiryDate" in rows[45]["error_message"]
+    assert all(r["error_message"].startswith(f"line {n}:") for n, r in rows.items())
     assert sum(emu.audit.expiry_applied.values()) == 40
 
 
@@ -202,7 +196,7 @@ async def test_redemption_apply_from_csv(emu: Emulator, tmp_path: Path) -> None:
     )
     assert code == 1, err
     (row,) = read_csv(failures)
-    assert (row["line"], row["redemptionId"], row["status"], row["errorCode"]) == (
+    assert (row["line"], row["redemptionId"], row["status"], row["error_code"]) == (
         "7",
         "nope00",
         "failed",
@@ -455,8 +449,11 @@ def test_inputs(tmp_path: Path) -> None:
     path = tmp_path / "x.csv"
     path.write_text("a,b\n1,2\n\n3,4")
     assert count_rows(str(path)) == 3  # a header, one blank, no final newline
-    assert [r.data for r in open_rows(str(path))] == [{"a": "1", "b": "2"}, {"a": "3", "b": "4"}]
-    assert [r.line for r in open_rows(str(path))] == [2, 4]
+    with open_input(str(path), None) as rows:
+        assert [(r.line, r.data) for r in rows] == [
+            (2, {"a": "1", "b": "2"}),
+            (4, {"a": "3", "b": "4"}),
+        ]
 
 
 def test_rich_progress_renders(tmp_path: Path) -> None:
@@ -490,10 +487,12 @@ async def test_retry_unknown_resends_rows_left_in_flight(emu: Emulator, tmp_path
         4: "succeeded",
         5: "succeeded",
     }
-    with sqlite3.connect(journal) as db:
-        db.execute("UPDATE items SET state = 'in_flight' WHERE idx IN (0, 3)")
+    requests = emu.stats.requests
+    code, _, _ = await run_cli(*args, env=cli_env(emu))
+    assert (code, emu.stats.requests) == (1, requests)  # unknown FIXED_DAYS rows wait
     code, _, _ = await run_cli(*args, "--retry-unknown", env=cli_env(emu))
     assert code == 0
+    assert emu.stats.requests == requests + 1  # the two unknown rows, resent as asked
     assert journal_states(journal) == {"succeeded": 30}
 
 

@@ -57,13 +57,20 @@ def _apply_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], kind
     parser.add_argument("--rate", type=_positive_float, help="requests per second at most")
     parser.add_argument("--report", metavar="PATH", help="write the JSON report here")
     parser.add_argument("--failures", metavar="PATH", help="CSV of every row that did not succeed")
-    parser.add_argument("--journal", metavar="PATH", help="SQLite journal: rerun to resume")
+    parser.add_argument(
+        "--journal",
+        metavar="PATH",
+        help="SQLite journal: rerun to resume (one process at a time, locked by PATH.lock)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="validate every row, send nothing")
     parser.add_argument("--fail-fast", action="store_true", help="stop at the first chunk failure")
     parser.add_argument(
         "--retry-unknown",
         action="store_true",
-        help="on resume, also resend FIXED_DAYS / FIXED_MONTHS rows left in flight",
+        help=(
+            "on resume, also resend FIXED_DAYS / FIXED_MONTHS rows whose outcome is unknown "
+            "(left in flight, or sent without a clear answer): check them first"
+        ),
     )
 
 

@@ -1,22 +1,39 @@
 """Input files, read lazily: JSONL (one wire object a line) and CSV (dotted wire names).
 
 Each row carries its line number; a row that cannot be read (bad JSON, bad
-CSV quoting, more cells than the header) becomes a row with an ``error``
-instead of stopping the job.
+CSV quoting, more cells than the header, a byte that is not UTF-8) becomes a
+row with an ``error`` instead of stopping the job. What makes the whole input
+unusable (a CSV header naming unknown columns or missing required ones, no
+rows at all) is a ``UsageError`` before anything is sent.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import io
+import itertools
 import json
 import sys
-from collections.abc import Iterator
+import types
+import typing
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 import attrs
 
-__all__ = ["Row", "count_rows", "open_rows", "unflatten"]
+from .._converters import wire_name
+from .._exceptions import excerpt
+from .._models import NOT_ON_WIRE, ExpiryUpdate, RedemptionUpdate
+from ._env import UsageError
+
+__all__ = ["Columns", "Row", "columns_of", "count_rows", "open_input", "unflatten"]
+
+# The BOM Excel (and Notepad) put before UTF-8 text is dropped by "utf-8-sig";
+# bytes that are not UTF-8 become lone surrogates and spoil only their own line.
+_ENCODING = "utf-8-sig"
+_ERRORS = "surrogateescape"
 
 
 @attrs.frozen
@@ -27,6 +44,90 @@ class Row:
     line: int
     data: Any = None
     error: str | None = None
+
+
+@attrs.frozen
+class Columns:
+    """The dotted CSV columns a model takes: all it knows, those it needs, and open maps."""
+
+    known: frozenset[str]
+    required: tuple[str, ...]
+    #: Prefixes (``customMeta.``) under which any key is a column.
+    open: tuple[str, ...]
+
+    def problems(self, header: Sequence[str]) -> list[str]:
+        """What is wrong with a CSV header, one sentence a problem (none when it is usable)."""
+        seen: set[str] = set()
+        unknown: list[str] = []
+        twice: list[str] = []
+        for position, name in enumerate(header, start=1):
+            if name in seen:
+                twice.append(name)
+            seen.add(name)
+            if not name:
+                unknown.append(f"(an empty name, column {position})")
+            elif name not in self.known and not any(
+                name.startswith(prefix) and len(name) > len(prefix) for prefix in self.open
+            ):
+                unknown.append(name)
+        missing = [name for name in self.required if name not in seen]
+        found = []
+        if unknown:
+            found.append(f"unknown columns: {_names(unknown)}")
+        if missing:
+            found.append(f"missing required columns: {_names(missing)}")
+        if twice:
+            found.append(f"columns named twice: {_names(twice)}")
+        return found
+
+    def describe(self) -> str:
+        """The columns, for a message that says what a header may hold."""
+        optional = sorted(self.known - set(self.required))
+        return f"required: {', '.join(self.required)}; optional: {', '.join(optional)}" + "".join(
+            f", {prefix}<key>" for prefix in self.open
+        )
+
+
+def _names(names: Sequence[str]) -> str:
+    return ", ".join(excerpt(name, 80) for name in names[:20]) + (
+        f" and {len(names) - 20} more" if len(names) > 20 else ""
+    )
+
+
+def columns_of(kind: str) -> Columns:
+    """The columns of an ``expiry`` or ``redemption`` CSV, from the request model itself."""
+    model = ExpiryUpdate if kind == "expiry" else RedemptionUpdate
+    known: set[str] = set()
+    required: list[str] = []
+    open_maps: list[str] = []
+
+    def walk(cls: type[Any], prefix: str, needed: bool) -> None:
+        hints = typing.get_type_hints(cls)
+        for field in attrs.fields(cls):
+            if field.metadata.get(NOT_ON_WIRE):
+                continue
+            name = prefix + wire_name(cls, field.name)
+            value_type = _without_none(hints[field.name])
+            field_needed = needed and field.default is attrs.NOTHING
+            if attrs.has(value_type):
+                walk(value_type, name + ".", field_needed)
+            elif typing.get_origin(value_type) is dict:
+                open_maps.append(name + ".")
+            else:
+                known.add(name)
+                if field_needed:
+                    required.append(name)
+
+    walk(model, "", True)
+    return Columns(frozenset(known), tuple(required), tuple(open_maps))
+
+
+def _without_none(hint: Any) -> Any:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        rest = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        if len(rest) == 1:
+            return rest[0]
+    return hint
 
 
 def unflatten(record: dict[str, str]) -> dict[str, Any]:
@@ -46,23 +147,40 @@ def unflatten(record: dict[str, str]) -> dict[str, Any]:
     return result
 
 
+def _not_utf8(text: str) -> str | None:
+    """Why a decoded line is not UTF-8 text (its first stray byte), or None when it is."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        stray = ord(text[exc.start]) - 0xDC00
+        return (
+            f"not valid UTF-8 (byte 0x{stray:02x} at character {exc.start + 1}); save it as UTF-8"
+        )
+    return None
+
+
 def _jsonl(stream: IO[str]) -> Iterator[Row]:
     index = 0
-    for line_number, text in enumerate(stream, start=1):
+    for line, text in enumerate(stream, start=1):
         if not text.strip():
+            continue
+        problem = _not_utf8(text)
+        if problem is not None:
+            yield Row(index, line, error=f"line {line}: {problem}")
+            index += 1
             continue
         try:
             data = json.loads(text)
         except ValueError as exc:
-            yield Row(index, line_number, error=f"line {line_number}: not valid JSON ({exc})")
+            yield Row(index, line, error=f"line {line}: not valid JSON ({exc})")
         else:
             if isinstance(data, dict):
-                yield Row(index, line_number, data)
+                yield Row(index, line, data)
             else:
                 kind = type(data).__name__
-                yield Row(
-                    index, line_number, error=f"line {line_number}: expected an object, got {kind}"
-                )
+                yield Row(index, line, error=f"line {line}: expected an object, got {kind}")
         index += 1
 
 
@@ -70,48 +188,95 @@ def _cells(text: str) -> list[str]:
     return next(csv.reader([text], strict=True), [])
 
 
-def _csv(stream: IO[str]) -> Iterator[Row]:
+def _csv_header(lines: Iterator[tuple[int, str]], columns: Columns | None) -> list[str]:
+    """The header, checked against the model's columns: a bad one stops the job unsent."""
+    for line, raw in lines:
+        text = raw.rstrip("\r\n")
+        if not text.strip():
+            continue
+        problem = _not_utf8(text)
+        if problem is not None:
+            raise UsageError(f"line {line}: the CSV header is {problem}")
+        try:
+            header = [name.strip() for name in _cells(text)]
+        except csv.Error as exc:
+            raise UsageError(f"line {line}: unreadable CSV header ({exc})") from None
+        problems = columns.problems(header) if columns is not None else []
+        if columns is not None and problems:
+            raise UsageError(
+                f"the CSV header (line {line}) has {'; '.join(problems)}. "
+                f"Columns are {columns.describe()}. Nothing was sent"
+            )
+        return header
+    raise UsageError("no rows: the CSV file is empty; nothing was sent")
+
+
+def _csv(lines: Iterator[tuple[int, str]], header: list[str]) -> Iterator[Row]:
     # One record a physical line: an unbalanced quote then spoils its own row
     # only, instead of swallowing the rows after it (multi-line cells are not
     # supported, which operations files do not use).
     index = 0
-    header: list[str] | None = None
-    for line, raw in enumerate(stream, start=1):
+    for line, raw in lines:
         text = raw.rstrip("\r\n")
-        if header is None:
-            try:
-                header = [name.strip() for name in _cells(text)]
-            except csv.Error as exc:
-                yield Row(0, line, error=f"line {line}: unreadable CSV header ({exc})")
-                return
-            continue
-        if not text.strip():
-            continue
-        try:
-            cells = _cells(text)
-        except csv.Error as exc:
-            yield Row(index, line, error=f"line {line}: bad CSV ({exc})")
+        if text.strip():
+            yield _csv_row(index, line, text, header)
+            index += 1
+
+
+def _csv_row(index: int, line: int, text: str, header: list[str]) -> Row:
+    problem = _not_utf8(text)
+    if problem is not None:
+        return Row(index, line, error=f"line {line}: {problem}")
+    try:
+        cells = _cells(text)
+    except csv.Error as exc:
+        return Row(index, line, error=f"line {line}: bad CSV ({exc})")
+    if len(cells) > len(header):
+        problem = f"{len(cells)} cells but the header has {len(header)} columns"
+        return Row(index, line, error=f"line {line}: {problem}")
+    record = dict(zip(header, cells + [""] * (len(header) - len(cells)), strict=True))
+    try:
+        return Row(index, line, unflatten(record))
+    except ValueError as exc:
+        return Row(index, line, error=f"line {line}: {exc}")
+
+
+@contextlib.contextmanager
+def open_input(path: str, columns: Columns | None) -> Iterator[Iterator[Row]]:
+    """The rows of ``path`` (``.csv``, else JSON lines; ``-`` is JSONL on standard input).
+
+    Raises ``UsageError`` at once, before a row is used, for a CSV header that
+    does not fit ``columns`` and for an input with no rows.
+    """
+    with _open_text(path) as stream:
+        if path != "-" and path.lower().endswith(".csv"):
+            lines = enumerate(stream, start=1)
+            rows = _csv(lines, _csv_header(lines, columns))
         else:
-            if len(cells) > len(header):
-                problem = f"{len(cells)} cells but the header has {len(header)} columns"
-                yield Row(index, line, error=f"line {line}: {problem}")
-            else:
-                record = dict(zip(header, cells + [""] * (len(header) - len(cells)), strict=True))
-                try:
-                    yield Row(index, line, unflatten(record))
-                except ValueError as exc:
-                    yield Row(index, line, error=f"line {line}: {exc}")
-        index += 1
+            rows = _jsonl(stream)
+        first = next(rows, None)
+        if first is None:
+            where = "standard input" if path == "-" else "the file"
+            raise UsageError(f"no rows: {where} holds no input rows; nothing was sent")
+        yield itertools.chain([first], rows)
 
 
-def open_rows(path: str) -> Iterator[Row]:
-    """Rows of ``path`` (``.csv``, else JSON lines), or of standard input for ``-``."""
+@contextlib.contextmanager
+def _open_text(path: str) -> Iterator[IO[str]]:
     if path == "-":
-        yield from _jsonl(sys.stdin)
+        binary = getattr(sys.stdin, "buffer", None)
+        if binary is None:  # replaced by a text stream (tests, embedding): read it as it is
+            yield sys.stdin
+            return
+        stream = io.TextIOWrapper(binary, encoding=_ENCODING, errors=_ERRORS)
+        try:
+            yield stream
+        finally:
+            stream.detach()  # standard input stays open for whoever owns it
         return
-    reader = _csv if path.lower().endswith(".csv") else _jsonl
-    with Path(path).open(encoding="utf-8", newline="" if reader is _csv else None) as stream:
-        yield from reader(stream)
+    newline = "" if path.lower().endswith(".csv") else None
+    with Path(path).open(encoding=_ENCODING, errors=_ERRORS, newline=newline) as stream:
+        yield stream
 
 
 def count_rows(path: str) -> int | None:
