@@ -24,6 +24,7 @@ import pytest
 from capillary_async import BasicAuth
 from capillary_async._batch import failure_columns
 from capillary_async.cli import main
+from capillary_async.cli._env import UsageError
 from capillary_async.cli._inputs import columns_of, open_input
 from capillary_async.cli._journal import Resume, fingerprint, resume
 from capillary_async.cli._run import ApplyOptions, apply
@@ -319,6 +320,21 @@ async def test_a_csv_header_with_wrong_columns_is_refused_before_sending(
     assert code == 2
     assert named in err
     assert emu.stats.requests == 0
+
+
+def test_a_bad_byte_in_a_csv_spoils_its_row_and_in_the_header_the_file(tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_bytes(b"a,b\n1,2\n3,\xe9t\xe9\n5,6\n")
+    with open_input(str(source), None) as rows:
+        read = [(row.line, row.data, row.error) for row in rows]
+    assert read[0] == (2, {"a": "1", "b": "2"}, None)
+    assert read[1][0] == 3
+    assert "not valid UTF-8 (byte 0xe9 at character 3)" in str(read[1][2])
+    assert read[2] == (4, {"a": "5", "b": "6"}, None)
+    source.write_bytes(b"\xffa,b\n1,2\n")
+    header_error = "line 1: the CSV header is not valid UTF-8"
+    with pytest.raises(UsageError, match=header_error), open_input(str(source), None):
+        pass
 
 
 def test_known_and_required_columns_come_from_the_models() -> None:

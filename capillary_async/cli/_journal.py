@@ -215,7 +215,8 @@ class JournalLock:
 
 
 def _read_holder(fd: int) -> str:
-    text = os.pread(fd, 256, 0).decode("utf-8", "replace").strip()
+    os.lseek(fd, 0, os.SEEK_SET)
+    text = os.read(fd, 256).decode("utf-8", "replace").strip()
     return excerpt(text, 120) if text else "a process that has not said who it is yet"
 
 
