@@ -3,7 +3,15 @@
 from ._auth import BasicAuth, BearerToken, OAuthCredentials, TokenHeaderStyle
 from ._batch import BulkReport, ItemOutcome, OutcomeStatus, Progress, RetryBudget
 from ._client import UNSET, CapillaryClient
-from ._config import DEFAULT_TIMEOUTS, Clock, Cluster, RetryPolicy, SystemClock, Timeouts
+from ._config import (
+    DEFAULT_MAX_RESPONSE_BYTES,
+    DEFAULT_TIMEOUTS,
+    Clock,
+    Cluster,
+    RetryPolicy,
+    SystemClock,
+    Timeouts,
+)
 from ._converters import from_wire, to_wire
 from ._enums import (
     EntityType,
@@ -49,6 +57,7 @@ from ._transport import AiohttpTransport, AsyncTransport, MockTransport, Request
 from ._version import __version__
 
 __all__ = [
+    "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_TIMEOUTS",
     "UNSET",
     "APIError",

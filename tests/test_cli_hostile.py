@@ -566,3 +566,30 @@ async def test_foreign_error_text_is_bounded_and_always_written(
     assert [r["error_code"] for r in rows] == ["8015"] * 3
     assert all(r["error_message"].startswith("'=cmd") for r in rows)
     assert json.loads(report.read_text())["failures_by_code"] == {"8015": 3}
+
+
+async def test_max_response_bytes_reaches_the_client(
+    emu: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An answer over --max-response-bytes is not read: its rows end unknown, resendable."""
+    source = tmp_path / "in.jsonl"
+    write_jsonl(source, sample(emu, 6))
+    journal = tmp_path / "job.db"
+    code, out, _ = await in_process(
+        capsys,
+        "expiry",
+        "apply",
+        str(source),
+        "--journal",
+        str(journal),
+        "--max-response-bytes",
+        "64",
+        env=cli_env(emu),
+    )
+    assert code == 1
+    assert "unknown" in out
+    assert journal_states(journal) == {"unknown": 6}
+    code, _, _ = await in_process(
+        capsys, "expiry", "apply", str(source), "--journal", str(journal), env=cli_env(emu)
+    )
+    assert code == 0  # FIXED_DATE rows are safe to resend, and now the answer is read

@@ -12,6 +12,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
+from .. import DEFAULT_MAX_RESPONSE_BYTES
 from ._env import UsageError, credentials_from_env, target_from
 from ._run import EXIT_INTERRUPTED, EXIT_USAGE, ApplyOptions, apply
 
@@ -55,6 +56,13 @@ def _apply_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], kind
         parser.add_argument("--chunk-size", type=_positive_int, default=100)
     parser.add_argument("--concurrency", type=_positive_int, default=8)
     parser.add_argument("--rate", type=_positive_float, help="requests per second at most")
+    parser.add_argument(
+        "--max-response-bytes",
+        type=_positive_int,
+        default=DEFAULT_MAX_RESPONSE_BYTES,
+        metavar="N",
+        help="refuse an answer whose body is larger (default: 16 MiB)",
+    )
     parser.add_argument("--report", metavar="PATH", help="write the JSON report here")
     parser.add_argument("--failures", metavar="PATH", help="CSV of every row that did not succeed")
     parser.add_argument(
@@ -110,6 +118,7 @@ async def _dispatch(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         dry_run=args.dry_run,
         fail_fast=args.fail_fast,
         retry_unknown=args.retry_unknown,
+        max_response_bytes=args.max_response_bytes,
     )
     if options.dry_run:
         return await apply(options, base_url=None, auth=None)

@@ -21,7 +21,7 @@ import attrs
 from .._auth import Auth
 from .._batch import ItemOutcome, Job, Merged, OutcomeStatus, failure_columns, write_csv
 from .._client import UNSET, CapillaryClient
-from .._config import Clock
+from .._config import DEFAULT_MAX_RESPONSE_BYTES, Clock
 from .._exceptions import ValidationError, excerpt
 from .._models import ExpiryUpdate, RedemptionUpdate
 from .._resources import _ExpirySpec, _prepare, _RedemptionSpec
@@ -71,6 +71,7 @@ class ApplyOptions:
     dry_run: bool = False
     fail_fast: bool = False
     retry_unknown: bool = False
+    max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES
 
 
 @attrs.frozen
@@ -507,7 +508,11 @@ class _JobRun:
         total = await anyio.to_thread.run_sync(count_rows, options.input)
         started = time.perf_counter()
         async with CapillaryClient(
-            base_url, auth=auth, max_connections=max(10, options.concurrency), clock=clock
+            base_url,
+            auth=auth,
+            max_connections=max(10, options.concurrency),
+            clock=clock,
+            max_response_bytes=options.max_response_bytes,
         ) as client:
             inner = (
                 _ExpirySpec(client, UNSET)
