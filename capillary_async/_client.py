@@ -205,7 +205,7 @@ class CapillaryClient:
             "User-Agent": _user_agent(),
             **_checked_headers(headers or {}),
         }
-        self._secrets: tuple[Mapping[str, str] | None, tuple[bytes, ...]] = (None, ())
+        self._secrets: tuple[tuple[str, ...], tuple[bytes, ...]] = ((), ())
         self._flow: AuthFlow | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -477,10 +477,12 @@ class CapillaryClient:
         )
 
     def _secrets_for(self, auth_headers: Mapping[str, str]) -> tuple[bytes, ...]:
+        # Worked out once per credential, not per request.
+        key = tuple(auth_headers.values())
         used, secrets = self._secrets
-        if used is not auth_headers:
+        if used != key:
             secrets = _secrets_in(auth_headers)
-            self._secrets = (auth_headers, secrets)
+            self._secrets = (key, secrets)
         return secrets
 
 
