@@ -14,7 +14,7 @@ import logging
 import platform
 import re
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final
 from urllib.parse import urlencode
@@ -390,16 +390,19 @@ class CapillaryClient:
     ) -> tuple[int, Any, str | None]:
         # For the OAuth token endpoint: every non-retryable answer goes back to
         # the auth flow, which knows what it means.
-        reply = await self._request(
-            "POST",
-            path,
-            json=dict(body),
-            idempotent=True,
-            authenticate=False,
-            sensitive=True,
-            accept=lambda _status, _body: True,
-            secrets=tuple(str(v) for k, v in body.items() if k != "key"),
-        )
+        try:
+            reply = await self._request(
+                "POST",
+                path,
+                json=dict(body),
+                idempotent=True,
+                authenticate=False,
+                sensitive=True,
+                accept=lambda _status, _body: True,
+                secrets=tuple(str(v) for k, v in body.items() if k != "key"),
+            )
+        except OutcomeUnknownError as exc:
+            raise exc.cause from None  # asking for a token changes nothing: no "unknown" here
         return reply.status, reply.body, reply.request_id
 
     def _auth_flow(self) -> AuthFlow:
@@ -412,13 +415,13 @@ class CapillaryClient:
         if not authenticate:
             return await self._send_once(call, {}, attempt)
         flow = self._auth_flow()
-        auth_headers = await flow.headers()
+        auth_headers = await _before_send(flow.headers())
         reply = await self._send_once(call, auth_headers, attempt)
         if reply.status in (401, 498) and await flow.renew(auth_headers):
             logger.info(
                 "%s %s: token refused (%d), renewing once", call.method, call.path, reply.status
             )
-            reply = await self._send_once(call, await flow.headers(), attempt)
+            reply = await self._send_once(call, await _before_send(flow.headers()), attempt)
         return reply
 
     async def _send_once(self, call: _Call, auth_headers: Mapping[str, str], attempt: int) -> Reply:
@@ -499,6 +502,15 @@ class _Call:
     sensitive: bool
     #: Values in the request (an OAuth secret) that must not come back in any text.
     secrets: tuple[bytes, ...] = attrs.field(default=(), repr=False)
+
+
+async def _before_send(headers: Awaitable[dict[str, str]]) -> dict[str, str]:
+    """Auth headers; a failure to get them is marked as raised before the request was sent."""
+    try:
+        return await headers
+    except CapillaryError as exc:
+        exc.before_send = True
+        raise
 
 
 def _text(content: bytes) -> str:

@@ -57,6 +57,9 @@ class CapillaryError(Exception):
     """Base of every error this package raises on purpose."""
 
     request_id: str | None = None
+    #: Raised before the request itself went out (while getting a token, say):
+    #: whatever it says, the request cannot have been applied.
+    before_send: bool = False
 
 
 class TransportError(CapillaryError):
@@ -256,6 +259,8 @@ def is_ambiguous(exc: BaseException) -> bool:
     A 500 (or 502, 504...) can come after the change was made; only 503 and
     521 say it was not processed.
     """
+    if getattr(exc, "before_send", False):
+        return False
     if isinstance(exc, OutcomeUnknownError):
         return True
     if isinstance(exc, TransportError):

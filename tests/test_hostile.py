@@ -641,3 +641,33 @@ async def test_report_csv_cells_cannot_run_as_spreadsheet_formulas(tmp_path: Pat
     for row in rows:
         for cell in row.values():
             assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), row
+
+
+async def test_a_failing_token_endpoint_never_makes_an_item_unknown() -> None:
+    """Nothing was sent while no token could be had: the items failed, they are not unknown."""
+    for answers in (
+        [Response(status=502)],
+        [ReadTimeoutError("slow"), Response(status=503)],
+        [ConnectionLostError("dropped")],
+    ):
+        token_calls = scripted(*answers)
+        sent: list[Request] = []
+
+        def handler(
+            request: Request, token_calls: Any = token_calls, sent: list[Request] = sent
+        ) -> Response:
+            if request.url.endswith("/v3/oauth/token/generate"):
+                return token_calls(request)  # type: ignore[no-any-return]
+            sent.append(request)
+            return success_for(request)
+
+        async with client_with(handler, auth=OAuthCredentials("key", "secret")) as client:
+            with pytest.raises(CapillaryError) as info:
+                await client.points.update_expiry([item(1, "FIXED_DAYS")])
+            assert not isinstance(info.value, OutcomeUnknownError)
+            report = await client.points.bulk_update_expiry(
+                [item(1, "FIXED_DAYS"), item(2)], keep_all=True
+            )
+        assert sent == []
+        assert [o.status for o in report.outcomes()] == [OutcomeStatus.FAILED] * 2, answers
+        assert not any(o.settled for o in report.outcomes())
