@@ -934,7 +934,15 @@ class Job(Generic[ItemT, ResultT]):
             return
         items = [item for _, item in chunk.items]
         if self.on_send is not None and chunk.attempt == 0 and not chunk.split:
-            await self.on_send(items)  # e.g. a journal marks them in flight first
+            try:
+                await self.on_send(items)  # e.g. a journal marks them in flight first
+            except Exception as exc:  # noqa: BLE001 - whatever it was, this chunk must not go
+                # Unrecorded, a request could not be told apart from one never
+                # sent on a resume: nothing more goes out.
+                self._stop(f"could not prepare a chunk for sending ({_describe(exc)})")
+                await self._finish(chunk.items, OutcomeStatus.NOT_ATTEMPTED)
+                self._chunk_done()
+                return
         async with self.pacer.limiter:
             report = self.report
             report.requests += 1
@@ -1094,6 +1102,14 @@ class Job(Generic[ItemT, ResultT]):
         else:
             await self._finish(chunk.items, OutcomeStatus.FAILED, error, settled=verdict)
         self._chunk_done()
+
+
+def _describe(exc: BaseException) -> str:
+    """A foreign error in our words: its kind, and an OS error's reason (never its repr)."""
+    reason = exc.strerror if isinstance(exc, OSError) else None
+    if reason is None and type(exc).__module__ == "sqlite3":
+        reason = excerpt(str(exc), 200)  # sqlite's own short texts ("disk I/O error")
+    return type(exc).__name__ + (f": {reason}" if reason else "")
 
 
 def _maybe_applied(error: CapillaryError) -> bool:
