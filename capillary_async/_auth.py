@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import anyio
 
+from . import _secrets
 from ._config import Clock
 from ._exceptions import (
     AuthenticationError,
@@ -124,6 +125,8 @@ class BasicAuth:
             raise ValueError("username: must be a non-empty string without ':'")
         object.__setattr__(self, "_username", username)
         object.__setattr__(self, "_digest", digest)
+        _secrets.register(digest, self.header_value.split(" ", 1)[1])
+        _secrets.register(f"{username}:{digest}", runs=False)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("BasicAuth is immutable")
@@ -178,6 +181,7 @@ class BearerToken:
             )
         object.__setattr__(self, "_token", token)
         object.__setattr__(self, "_style", TokenHeaderStyle(header_style))
+        _secrets.register(token)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("BearerToken is immutable")
@@ -225,6 +229,7 @@ class OAuthCredentials:
             raise ValueError("secret: must be a non-empty string")
         object.__setattr__(self, "_key", key)
         object.__setattr__(self, "_secret", secret)
+        _secrets.register(secret)
         object.__setattr__(self, "_style", TokenHeaderStyle(header_style))
 
     def __setattr__(self, name: str, value: object) -> None:
@@ -287,18 +292,21 @@ class _OAuthFlow:
         status, body, request_id = await self._post(TOKEN_PATH, self._creds._token_request())
         data = body.get("data") if isinstance(body, Mapping) else None
         errors = body.get("errors") if isinstance(body, Mapping) else None
+        token = data.get("accessToken") if isinstance(data, Mapping) else None
+        ttl = data.get("ttlSeconds") if isinstance(data, Mapping) else None
+        if isinstance(token, str) and token:
+            # Known as a secret before any text about this answer is written,
+            # even if the answer is refused below.
+            _secrets.register(token, token=True)
         if errors or not (200 <= status < 300):
             codes, message = parse_error_envelope(body)
             cls = error_class_for_status(status) if status >= 500 else AuthenticationError
-            raise cls(
+            raise cls(  # no body attached: a token answer is not for keeping
                 message or "token request refused",
                 status=status,
                 codes=codes,
-                body={"errors": errors} if errors else None,
                 request_id=request_id,
             )
-        token = data.get("accessToken") if isinstance(data, Mapping) else None
-        ttl = data.get("ttlSeconds") if isinstance(data, Mapping) else None
         if not isinstance(token, str) or not token:
             # The body is not attached: it may hold a token in an unexpected place.
             raise AuthenticationError(
@@ -313,7 +321,7 @@ class _OAuthFlow:
                 status=status,
                 request_id=request_id,
             )
-        life = float(ttl) if isinstance(ttl, (int, float)) and ttl > 0 else 300.0
+        life = _lifetime(ttl)
         self._token = token
         self._renew_at = started + life - min(60.0, life * 0.2)
         return token
@@ -334,6 +342,15 @@ class _OAuthFlow:
         return f"<OAuth flow key={self._creds.key!r} token={'set' if self._token else 'none'}>"
 
 
+def _lifetime(ttl: object) -> float:
+    """``ttlSeconds`` as seconds: 300 when absent or odd, at most a day (a 400-digit
+    number must not overflow a float, nor park a token for ever)."""
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
+        return 300.0
+    return float(min(ttl, _MAX_LIFE))
+
+
+_MAX_LIFE = 86_400.0
 _MAX_TOKEN = 8192
 _TOKEN = re.compile(r"[\x21-\x7e]+")
 

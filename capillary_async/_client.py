@@ -8,7 +8,6 @@ in exactly one of those.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json as jsonlib
 import logging
 import platform
@@ -22,6 +21,7 @@ from urllib.parse import urlencode
 import aiohttp
 import attrs
 
+from . import _secrets
 from ._auth import Auth, AuthFlow
 from ._config import (
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -115,31 +115,6 @@ def _safe_int(digits: str) -> int | str:
     return int(digits) if len(digits) <= 4000 else digits
 
 
-def _secrets_in(auth_headers: Mapping[str, str]) -> tuple[bytes, ...]:
-    """Every form of the credentials in ``auth_headers`` that a server could echo back."""
-    found: set[str] = set()
-    for value in auth_headers.values():
-        found.add(value)
-        scheme, _, rest = value.partition(" ")
-        if rest and scheme.lower() in ("basic", "bearer"):
-            found.add(rest)
-            if scheme.lower() == "basic":
-                try:
-                    user_digest = base64.b64decode(rest, validate=True).decode("utf-8")
-                except (ValueError, UnicodeDecodeError):
-                    continue
-                found.add(user_digest)
-                found.add(user_digest.rpartition(":")[2])
-    return tuple(sorted((s.encode("utf-8") for s in found if len(s) >= 8), key=len, reverse=True))
-
-
-def _redact(content: bytes, secrets: tuple[bytes, ...]) -> bytes:
-    for secret in secrets:
-        if secret in content:
-            content = content.replace(secret, b"<redacted>")
-    return content
-
-
 def _encode(value: Any) -> bytes:
     return jsonlib.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
@@ -205,7 +180,6 @@ class CapillaryClient:
             "User-Agent": _user_agent(),
             **_checked_headers(headers or {}),
         }
-        self._secrets: tuple[tuple[str, ...], tuple[bytes, ...]] = ((), ())
         self._flow: AuthFlow | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -311,7 +285,6 @@ class CapillaryClient:
         accept: AcceptFn | None = None,
         authenticate: bool = True,
         sensitive: bool = False,
-        secrets: tuple[str, ...] = (),
         why_not_idempotent: str = "it is not idempotent",
     ) -> Reply:
         """Send with retries: the one place that decides whether to try again."""
@@ -326,7 +299,6 @@ class CapillaryClient:
             headers=headers or {},
             timeout=self.timeout if isinstance(timeout, _Unset) else Timeouts.coerce(timeout),
             sensitive=sensitive,
-            secrets=tuple(s.encode("utf-8") for s in secrets if s),
         )
         policy = retry if retry is not None else self.retry
         attempt = 0
@@ -399,7 +371,6 @@ class CapillaryClient:
                 authenticate=False,
                 sensitive=True,
                 accept=lambda _status, _body: True,
-                secrets=tuple(str(v) for k, v in body.items() if k != "key"),
             )
         except OutcomeUnknownError as exc:
             raise exc.cause from None  # asking for a token changes nothing: no "unknown" here
@@ -456,11 +427,12 @@ class CapillaryClient:
         elapsed_ms = (time.perf_counter() - started) * 1000
         # A hostile or broken server may echo the credentials back: they leave
         # here, before the body or a header value becomes any text of ours.
-        secrets = self._secrets_for(auth_headers) + call.secrets
-        content = _redact(response.content, secrets)
+        # (Not a token answer: a token issued again would be garbled; the flow
+        # quotes nothing of it but through ``excerpt``, which redacts.)
+        content = response.content if call.sensitive else _secrets.redact_bytes(response.content)
         request_id = next((v for v in map(response.header, _REQUEST_ID_HEADERS) if v), None)
         if request_id is not None:
-            request_id = _redact(excerpt(request_id, 128).encode(), secrets).decode()
+            request_id = excerpt(request_id, 128)
         logger.info(
             "%s %s -> %d in %.1f ms (attempt %d, request id %s)",
             call.method,
@@ -479,15 +451,6 @@ class CapillaryClient:
             headers=response.headers,
         )
 
-    def _secrets_for(self, auth_headers: Mapping[str, str]) -> tuple[bytes, ...]:
-        # Worked out once per credential, not per request.
-        key = tuple(auth_headers.values())
-        used, secrets = self._secrets
-        if used != key:
-            secrets = _secrets_in(auth_headers)
-            self._secrets = (key, secrets)
-        return secrets
-
 
 @attrs.frozen(kw_only=True)
 class _Call:
@@ -500,8 +463,6 @@ class _Call:
     headers: Mapping[str, str] = attrs.field(repr=False)
     timeout: Timeouts
     sensitive: bool
-    #: Values in the request (an OAuth secret) that must not come back in any text.
-    secrets: tuple[bytes, ...] = attrs.field(default=(), repr=False)
 
 
 async def _before_send(headers: Awaitable[dict[str, str]]) -> dict[str, str]:

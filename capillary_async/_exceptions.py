@@ -33,6 +33,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
+from . import _secrets
+
 __all__ = [
     "APIError",
     "AuthenticationError",
@@ -231,20 +233,34 @@ MAX_QUOTED = 1000
 
 
 def excerpt(text: object, limit: int = MAX_QUOTED) -> str:
-    """A bounded, always-encodable quote of foreign text (a body, an ``errorMessage``).
+    """A bounded, harmless quote of foreign text (a body, an ``errorMessage``, an input value).
 
-    Lone surrogates (from a ``"\\ud800"`` JSON escape) become ``\\ud800`` so the text
-    can be written to UTF-8 files and SQLite; anything past ``limit`` characters is
-    cut and counted, never copied.
+    Credentials the process holds are replaced (a server may echo them); what
+    is past ``limit`` characters is cut and counted, never copied; control and
+    other unprintable characters (terminal escapes, lone surrogates from a
+    ``"\\ud800"`` JSON escape) are written as escapes, so the text can go to
+    a terminal, a UTF-8 file or SQLite as it is.
     """
-    value = text if isinstance(text, str) else str(text)
-    if len(value) > limit:
-        value = f"{value[:limit]}... ({len(value) - limit:,} more characters)"
     try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        value = value.encode("utf-8", "backslashreplace").decode("utf-8")
+        value = text if isinstance(text, str) else str(text)
+    except ValueError:  # an integer past Python's digit limit, say
+        value = f"<{type(text).__name__} too large to show>"
+    if len(value) > limit:
+        # Redact before cutting, with room for a secret that straddles the cut.
+        head = _secrets.redact(value[: limit + _secrets.longest()])[:limit]
+        value = f"{head}... ({len(value) - limit:,} more characters)"
+    else:
+        value = _secrets.redact(value)
+    if not value.isprintable():
+        value = "".join(ch if ch.isprintable() else _escape(ch) for ch in value)
     return value
+
+
+def _escape(ch: str) -> str:
+    code = ord(ch)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
 
 
 #: Statuses that mean "slow down" or "not processed now": worth another attempt.
@@ -336,11 +352,11 @@ def parse_retry_after(value: str | None) -> float | None:
         pass
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=timezone.utc)
+        return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+    except (TypeError, ValueError, IndexError, OverflowError):  # a year 99999999999, say
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=timezone.utc)
-    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
 
 
 def api_error(

@@ -9,6 +9,7 @@ here and nowhere else.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
@@ -19,6 +20,7 @@ import aiohttp
 import attrs
 from multidict import CIMultiDict, CIMultiDictProxy
 
+from . import _secrets
 from ._config import DEFAULT_MAX_RESPONSE_BYTES, DEFAULT_TIMEOUTS, Timeouts
 from ._exceptions import (
     ConnectError,
@@ -26,6 +28,7 @@ from ._exceptions import (
     ConnectTimeoutError,
     ReadTimeoutError,
     ResponseTooLargeError,
+    TransportError,
 )
 
 __all__ = ["AiohttpTransport", "AsyncTransport", "MockTransport", "Request", "Response"]
@@ -124,6 +127,8 @@ class AiohttpTransport:
     async def send(self, request: Request) -> Response:
         session = self._get_session()
         where = {"method": request.method, "url": request.url}
+        failure: TransportError
+        cause: BaseException
         try:
             async with session.request(
                 request.method,
@@ -137,19 +142,21 @@ class AiohttpTransport:
                 headers = {k.lower(): v for k, v in resp.headers.items()}
                 return Response(status=resp.status, headers=headers, content=content)
         except aiohttp.ConnectionTimeoutError as exc:
-            raise ConnectTimeoutError(
-                f"timed out connecting to {_host(request)}", **where
-            ) from _scrubbed(exc)
+            failure, cause = ConnectTimeoutError(f"timed out connecting to {_host(request)}"), exc
         except aiohttp.ClientConnectorError as exc:
-            raise ConnectError(_connect_failure(exc, request), **where) from _scrubbed(exc)
+            failure, cause = ConnectError(_connect_failure(exc, request)), exc
         except (aiohttp.ServerTimeoutError, asyncio.TimeoutError) as exc:
-            raise ReadTimeoutError("timed out waiting for the response", **where) from _scrubbed(
-                exc
-            )
+            failure, cause = ReadTimeoutError("timed out waiting for the response"), exc
         except (aiohttp.ClientError, OSError) as exc:
             # Never aiohttp's own text: its repr carries the request, headers
             # (credentials) included, and its str can echo what the server sent.
-            raise ConnectionLostError(_lost(exc), **where) from _scrubbed(exc)
+            failure, cause = ConnectionLostError(_lost(exc)), exc
+        failure.method, failure.url = where["method"], where["url"]
+        # Raised here, outside the handlers, so that the foreign error is only
+        # the cause we chose to keep, never an implicit context.
+        failure.__cause__ = _scrubbed(cause)
+        failure.__suppress_context__ = True
+        raise failure
 
     async def aclose(self) -> None:
         self._closed = True
@@ -221,17 +228,19 @@ def _lost(exc: BaseException) -> str:
     return "connection lost" + (f" ({reason})" if reason else f" ({type(exc).__name__})")
 
 
-def _scrubbed(exc: BaseException) -> BaseException:
-    """``exc`` (and what it chains) with the request headers taken out of its repr.
+def _scrubbed(exc: BaseException) -> BaseException | None:
+    """``exc`` (and what it chains) with the request and echoed secrets taken out, or None.
 
     The foreign error stays the cause for debugging, but aiohttp's
     ``ClientResponseError`` repr prints the request's headers, credentials
-    included, and its response headers can echo them.
+    included, and its parser errors quote what the server sent, which may echo
+    them. If a secret is still in any text of the chain after scrubbing, the
+    chain is dropped.
     """
-    seen: set[int] = set()
+    chain: list[BaseException] = []
     current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    while current is not None and all(current is not seen for seen in chain):
+        chain.append(current)
         if isinstance(current, aiohttp.ClientResponseError):
             info = current.request_info
             current.request_info = aiohttp.RequestInfo(
@@ -239,7 +248,21 @@ def _scrubbed(exc: BaseException) -> BaseException:
             )
             current.args = (current.request_info, current.history)
             current.headers = None
+        message = getattr(current, "message", None)
+        if isinstance(message, str):
+            with contextlib.suppress(AttributeError):
+                current.message = _secrets.redact(message)  # type: ignore[attr-defined]
+        current.args = tuple(
+            _secrets.redact(arg) if isinstance(arg, str) else arg for arg in current.args
+        )
         current = current.__cause__ or current.__context__
+    for link in chain:
+        try:
+            texts = (str(link), repr(link))
+        except Exception:  # noqa: BLE001 - a text that cannot be made cannot leak
+            return None
+        if any(_secrets.holds_secret(text) for text in texts):
+            return None
     return exc
 
 

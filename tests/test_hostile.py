@@ -8,6 +8,8 @@ import hashlib
 import json
 import logging
 import random
+import re
+import traceback
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -637,7 +639,11 @@ async def test_report_csv_cells_cannot_run_as_spreadsheet_formulas(tmp_path: Pat
         "error_message",
         "request_id",
     ]
-    assert [r["error_message"] for r in rows[:6]] == ["'" + m for m in evil]
+    # Quoted; a tab or carriage return is written as an escape instead.
+    assert [r["error_message"] for r in rows[:6]] == ["'" + m for m in evil[:4]] + [
+        "\\x09x",
+        "\\x0dx",
+    ]
     for row in rows:
         for cell in row.values():
             assert not cell.startswith(("=", "+", "-", "@", "\t", "\r")), row
@@ -671,3 +677,149 @@ async def test_a_failing_token_endpoint_never_makes_an_item_unknown() -> None:
         assert sent == []
         assert [o.status for o in report.outcomes()] == [OutcomeStatus.FAILED] * 2, answers
         assert not any(o.settled for o in report.outcomes())
+
+
+# -- secrets spelled otherwise -----------------------------------------------------------------
+
+
+def header_of(request: Request) -> str:
+    return dict(request.headers)["Authorization"]
+
+
+def gson(text: str) -> str:
+    """How Gson writes a string: '=' and friends as \\u escapes."""
+    return text.replace("=", "\\u003d").replace("+", "\\u002b").replace("/", "\\/")
+
+
+SPELLINGS: dict[str, Any] = {
+    "JSON-escaped padding": lambda r: "bad " + header_of(r),
+    "base64 without padding": lambda r: "bad " + header_of(r).split()[1].rstrip("="),
+    "base64url": lambda r: "bad " + header_of(r).split()[1].replace("+", "-").replace("/", "_"),
+    "upper-case MD5": lambda r: "bad " + hashlib.md5(PASSWORD.encode()).hexdigest().upper(),
+    "user:md5": lambda r: f"bad {PADDED_USER}:" + hashlib.md5(PASSWORD.encode()).hexdigest(),
+}
+
+
+#: A user name whose Basic value ends in '=' padding, which JSON writers like to escape.
+PADDED_USER = "till.usr"
+
+
+def core_forms(user: str = "till.user") -> list[str]:
+    """Spelling-independent parts of the Basic credential, lower-cased."""
+    digest = hashlib.md5(PASSWORD.encode()).hexdigest()
+    encoded = BasicAuth(user, PASSWORD).header_value.split()[1]
+    return [digest, *(run.lower() for run in re.findall(r"[0-9A-Za-z]{8,}", encoded))]
+
+
+@pytest.mark.parametrize("spelling", list(SPELLINGS))
+async def test_echoed_credentials_are_redacted_however_spelled(
+    spelling: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="capillary_async")
+    make = SPELLINGS[spelling]
+
+    def handler(request: Request) -> Response:
+        message = make(request)
+        raw = json.dumps({"errors": [{"code": 401, "message": message}]})
+        if spelling == "JSON-escaped padding":
+            raw = raw.replace(message, gson(message))
+        return Response(status=401, headers={}, content=raw.encode())
+
+    texts: list[str] = []
+    auth = BasicAuth(PADDED_USER, PASSWORD)
+    assert auth.header_value.endswith("=")
+    async with client_with(handler, auth=auth) as client:
+        with pytest.raises(AuthenticationError) as info:
+            await client.points.update_expiry([item(1)])
+        texts += texts_of(info.value)
+        report = await client.points.bulk_update_expiry([item(1)], keep_all=True)
+    texts += [report.stop_reason or "", *(str(o.error_message) for o in report.outcomes())]
+    texts += [record.getMessage() for record in caplog.records]
+    for text in texts:
+        for form in core_forms(PADDED_USER):
+            assert form not in text.lower(), (spelling, text[:200])
+
+
+async def test_a_request_id_cannot_smuggle_the_credential_past_the_cut() -> None:
+    def handler(request: Request) -> Response:
+        return Response(
+            status=500,
+            headers={"x-cap-request-id": "r" * 72 + header_of(request)},
+            content=b'{"errors": [{"code": 500, "message": "boom"}]}',
+        )
+
+    async with client_with(handler) as client:
+        with pytest.raises(OutcomeUnknownError) as info:
+            await client.points.update_expiry([item(1, "FIXED_DAYS")])
+    for text in texts_of(info.value):
+        for form in core_forms():
+            assert form[:20] not in text.lower()
+
+
+async def test_a_status_line_echoing_the_credential_stays_out_of_the_traceback() -> None:
+    class StatusEcho(RawServer):
+        async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            head = await reader.readuntil(b"\r\n\r\n")
+            auth = next(
+                line.split(b":", 1)[1].strip()
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"authorization:")
+            )
+            writer.write(b"HTTP/1.1 2x0 " + auth + b"\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+            writer.close()
+
+    async with (
+        StatusEcho() as url,
+        CapillaryClient(url, auth=auth_for("basic"), retry=RetryPolicy.disabled()) as client,
+    ):
+        with pytest.raises(ConnectionLostError) as info:
+            await client.points.update_expiry([item(1)])
+    text = "".join(traceback.format_exception(info.value))
+    assert "malformed HTTP response" in text
+    assert_clean([text, *texts_of(info.value)], "basic")
+
+
+async def test_a_token_answer_with_errors_never_quotes_the_token() -> None:
+    fresh = "eyJhbGciOiJIUzI1NiJ9.fresh-token.signature"
+    body = {
+        "data": {"accessToken": fresh, "ttlSeconds": 300},
+        "errors": [{"code": 9, "message": f"deprecated key; token {fresh} issued"}],
+    }
+
+    def handler(request: Request) -> Response:
+        return Response(status=200, headers={}, content=json.dumps(body).encode())
+
+    async with client_with(handler, auth=OAuthCredentials("key", "a-long-oauth-secret")) as client:
+        with pytest.raises(AuthenticationError) as info:
+            await client.points.update_expiry([item(1)])
+    assert info.value.body is None
+    for text in texts_of(info.value):
+        assert "fresh-token" not in text
+
+
+async def test_absurd_retry_after_and_ttl_values_neither_crash_nor_park() -> None:
+    far = Response(status=503, headers={"retry-after": "Mon, 01 Jan 99999999999 00:00:00 GMT"})
+    clock = FakeClock()
+    async with client_with(scripted(far, Response(status=200)), clock=clock) as client:
+        await client.points.update_expiry([item(1)])
+        report = await client.points.bulk_update_expiry([item(2)])
+    assert report.succeeded == 1
+    for value in ("1e309", "inf", "nan", "-1"):
+        clock = FakeClock()
+        odd = Response(status=503, headers={"retry-after": value})
+        async with client_with(scripted(odd, Response(status=200)), clock=clock) as client:
+            await client.points.update_expiry([item(1)])
+        assert 0.0 <= max(clock.sleeps) <= 120.0
+    token = {"data": {"accessToken": "a-token-value", "ttlSeconds": 10**400}}
+
+    def handler(request: Request) -> Response:
+        if request.url.endswith("/v3/oauth/token/generate"):
+            return Response(status=200, headers={}, content=json.dumps(token).encode())
+        return success_for(request)
+
+    clock = FakeClock()
+    async with client_with(handler, auth=OAuthCredentials("key", "secret"), clock=clock) as client:
+        await client.points.update_expiry([item(1)])
+        clock.advance(86_400 + 1)  # a day at most: then it is asked for again
+        await client.points.update_expiry([item(1)])
