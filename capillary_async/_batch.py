@@ -985,10 +985,15 @@ class Job(Generic[ItemT, ResultT]):
             return
         for note in merged.anomalies:
             self._note_anomaly(f"request {request_id}: {note}")
-        for index, item, status, update, code, message in merged.outcomes:
-            # A per-item answer settles the item, even after an ambiguous attempt.
-            settled = status in (OutcomeStatus.SUCCEEDED, OutcomeStatus.FAILED)
-            text = None if message is None else excerpt(message)
+        for index, item, said, update, code, message in merged.outcomes:
+            status, text = said, message
+            settled = said in (OutcomeStatus.SUCCEEDED, OutcomeStatus.FAILED)
+            if said is OutcomeStatus.FAILED and chunk.maybe_applied:
+                # Refused now, but an earlier attempt may have landed: a refusal
+                # cannot prove it did not. Only a success settles such an item.
+                status, settled = OutcomeStatus.UNKNOWN, False
+                text = f"refused on a retry after an attempt that may have applied it: {message}"
+            text = None if text is None else excerpt(text)
             await self._emit(
                 ItemOutcome(index, item, status, update, code, text, request_id, settled)
             )
@@ -1080,12 +1085,17 @@ class Job(Generic[ItemT, ResultT]):
     async def _split_or_fail(self, chunk: _Chunk, error: CapillaryError) -> None:
         """A chunk refused as a whole: halves go again, down to the items at fault."""
         if len(chunk.items) == 1:
-            # A request of this one item, refused: the server's verdict on it.
-            await self._give_up(chunk, error, verdict=True)
+            # A request of this one item, refused in Capillary's own words (an
+            # errors envelope with codes): the server's verdict on it. A bare
+            # 400 from a gateway says nothing about the item.
+            await self._give_up(chunk, error, verdict=bool(getattr(error, "codes", ())))
             return
         middle = len(chunk.items) // 2
         for half in (chunk.items[middle:], chunk.items[:middle]):
-            self._ready.appendleft(_Chunk(half, split=True, maybe_applied=chunk.maybe_applied))
+            # Each half was sent once already, as part of this chunk.
+            self._ready.appendleft(
+                _Chunk(half, split=True, maybe_applied=chunk.maybe_applied, last_error=error)
+            )
         self._unfinished += 1  # one chunk became two
         self._notify()
 
@@ -1094,10 +1104,11 @@ class Job(Generic[ItemT, ResultT]):
     ) -> None:
         """The chunk's items end with its last error: unknown if it may have been applied.
 
-        Only a refusal of a request holding just this item settles it; any other
-        failure leaves it for a later run to send again.
+        Only a refusal of a request holding just this item settles it, and not
+        even that once an earlier attempt may have been applied; any other
+        failure leaves the items for a later run to send again.
         """
-        if not verdict and (chunk.maybe_applied or _maybe_applied(error)):
+        if chunk.maybe_applied or _maybe_applied(error):
             await self._finish(chunk.items, OutcomeStatus.UNKNOWN, error)
         else:
             await self._finish(chunk.items, OutcomeStatus.FAILED, error, settled=verdict)

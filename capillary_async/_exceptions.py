@@ -273,7 +273,8 @@ def is_ambiguous(exc: BaseException) -> bool:
     """Whether a failed request may nevertheless have been applied by the server.
 
     A 500 (or 502, 504...) can come after the change was made; only 503 and
-    521 say it was not processed.
+    521 say it was not processed. A 4xx is a refusal; a status outside 2xx and
+    4xx (a redirect, 1xx, an odd number) says nothing about what was done.
     """
     if getattr(exc, "before_send", False):
         return False
@@ -282,7 +283,8 @@ def is_ambiguous(exc: BaseException) -> bool:
     if isinstance(exc, TransportError):
         return exc.sent
     if isinstance(exc, APIError):
-        return exc.status >= 500 and exc.status not in _NOT_PROCESSED
+        status = exc.status
+        return not (200 <= status < 300 or 400 <= status < 500 or status in _NOT_PROCESSED)
     return False
 
 

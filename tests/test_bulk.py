@@ -217,6 +217,12 @@ def test_every_input_gets_exactly_one_outcome(
         }[fate]
         if fate == "dup":
             expected = outcomes[0].status if fates[0] != "invalid" else OutcomeStatus.SUCCEEDED
+        refused = fate in ("fail", "poison") or (fate == "dup" and fates[0] in ("fail", "poison"))
+        if refused and "timeout" in faults:
+            # A refusal after an attempt that may have been applied proves nothing.
+            allowed = (OutcomeStatus.FAILED, OutcomeStatus.UNKNOWN)
+            assert outcome.status in allowed, (n, fate, outcome)
+            continue
         assert outcome.status is expected, (n, fate, outcome)
         if fate == "poison":
             assert outcome.error_code == 8941

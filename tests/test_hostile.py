@@ -823,3 +823,66 @@ async def test_absurd_retry_after_and_ttl_values_neither_crash_nor_park() -> Non
         await client.points.update_expiry([item(1)])
         clock.advance(86_400 + 1)  # a day at most: then it is asked for again
         await client.points.update_expiry([item(1)])
+
+
+def envelope(status: int, code: int | None = 8015) -> Response:
+    errors = [{"code": code, "message": "refused"}] if code is not None else []
+    return Response(status=status, content=json.dumps({"errors": errors}).encode())
+
+
+async def test_a_redirect_or_other_odd_status_leaves_the_outcome_unknown() -> None:
+    for status in (303, 101, 999):
+        async with client_with(scripted(Response(status=status))) as client:
+            with pytest.raises(OutcomeUnknownError):
+                await client.points.update_expiry([item(1, "FIXED_DAYS")])
+            report = await client.points.bulk_update_expiry(
+                [item(1, "FIXED_DAYS"), item(2)], keep_all=True
+            )
+        assert [o.status for o in report.outcomes()] == [OutcomeStatus.UNKNOWN] * 2, status
+
+
+async def test_only_capillarys_own_refusal_of_one_item_settles_it() -> None:
+    html_400 = Response(status=400, content=b"<html><body>400 Bad Request</body></html>")
+    for answer, settled in ((envelope(400), True), (html_400, False)):
+        async with client_with(scripted(answer)) as client:
+            report = await client.points.bulk_update_expiry([item(1), item(2)], keep_all=True)
+        assert [(o.status, o.settled) for o in report.outcomes()] == [
+            (OutcomeStatus.FAILED, settled)
+        ] * 2
+
+
+async def test_a_refusal_after_a_possibly_applied_attempt_is_unknown() -> None:
+    refusal = {
+        "currencyExpiryUpdateResponse": [],
+        "failures": [
+            {"pointsAwardedRefId": 1, "pointsAwardedRefType": "POINT_AWARDED", "errorCode": 3037}
+        ],
+    }
+    answer = Response(status=200, content=json.dumps(refusal).encode())
+    async with client_with(scripted(ReadTimeoutError("slow"), answer)) as client:
+        report = await client.points.bulk_update_expiry([item(1)], keep_all=True)
+    (outcome,) = report.outcomes()
+    assert (outcome.status, outcome.settled, outcome.error_code) == (
+        OutcomeStatus.UNKNOWN,
+        False,
+        3037,
+    )
+    # The same refusal for a single item after a 502, and split halves of a refused chunk,
+    # keep that memory too.
+    async with client_with(scripted(Response(status=502), envelope(400))) as client:
+        report = await client.points.bulk_update_expiry([item(1)], keep_all=True)
+    assert [o.status for o in report.outcomes()] == [OutcomeStatus.UNKNOWN]
+    answers = scripted(Response(status=502), envelope(400), envelope(401, None))
+    async with client_with(answers) as client:
+        report = await client.points.bulk_update_expiry(
+            [item(n) for n in range(1, 5)], chunk_size=4, concurrency=1, keep_all=True
+        )
+    # Halves [1, 2] got the 401 that stopped the job; [3, 4] never went as a half, but
+    # they were sent, and may have been applied, as part of the whole chunk.
+    assert [o.status for o in report.outcomes()] == [OutcomeStatus.UNKNOWN] * 4
+    answers = scripted(envelope(400), envelope(401, None))
+    async with client_with(answers) as client:
+        report = await client.points.bulk_update_expiry(
+            [item(n) for n in range(1, 5)], chunk_size=4, concurrency=1, keep_all=True
+        )
+    assert [(o.status, o.settled) for o in report.outcomes()] == [(OutcomeStatus.FAILED, False)] * 4
