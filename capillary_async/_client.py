@@ -95,10 +95,20 @@ def _has_errors(body: Any) -> bool:
     return isinstance(body, Mapping) and bool(body.get("errors"))
 
 
+#: Most JSON values an answer may hold: each costs 50-100 bytes once parsed, so a
+#: 16 MiB body of ``{},{},...`` would take gigabytes. A real answer of 100 items
+#: holds about a thousand.
+MAX_JSON_VALUES = 500_000
+
+
 def _decode(content: bytes) -> Any:
     """JSON if the body is JSON a program can hold, else its text (which callers treat as odd)."""
     if not content:
         return None
+    if len(content) > MAX_JSON_VALUES and (
+        content.count(b",") + content.count(b"{") + content.count(b"[") > MAX_JSON_VALUES
+    ):
+        return content.decode("utf-8", "replace")
     try:
         return jsonlib.loads(content)
     except RecursionError:  # nested deeper than Python's stack: not an answer we can use

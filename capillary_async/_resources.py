@@ -420,6 +420,11 @@ class _ExpirySpec:
         Oddities are summed per answer (one line each kind), never one per item.
         """
         updates, failures = result
+        # Beyond twice the items sent, entries cannot belong to them: counted, not read.
+        room = 2 * len(chunk) + 16
+        surplus = max(0, len(updates) + len(failures) - room)
+        updates = updates[:room]
+        failures = failures[: max(0, room - len(updates))]
         by_key = {self.key(item): (index, item) for index, item in chunk}
         decided: dict[Hashable, tuple[OutcomeStatus, Any, int | None, str | None]] = {}
         nameless: int = 0
@@ -486,6 +491,8 @@ class _ExpirySpec:
                 f"the answer names {len(repeated)} records twice; the first entry counts "
                 f"(first: {_show_ref(repeated[0])})"
             )
+        if surplus:
+            anomalies.append(f"the answer holds {surplus} more entries than it could need; ignored")
         missing = sum(1 for o in outcomes if o[2] is OutcomeStatus.UNKNOWN)
         if missing:
             anomalies.append(f"the answer left out {missing} of the {len(chunk)} items sent")

@@ -10,6 +10,7 @@ import logging
 import random
 import re
 import traceback
+import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ import anyio
 import pytest
 
 from capillary_async import (
+    APIError,
     AuthenticationError,
     BadRequestError,
     BasicAuth,
@@ -886,3 +888,30 @@ async def test_a_refusal_after_a_possibly_applied_attempt_is_unknown() -> None:
             [item(n) for n in range(1, 5)], chunk_size=4, concurrency=1, keep_all=True
         )
     assert [(o.status, o.settled) for o in report.outcomes()] == [(OutcomeStatus.FAILED, False)] * 4
+
+
+async def test_an_answer_of_countless_tiny_values_is_not_parsed_into_memory() -> None:
+    """Parsed, 3 MB of ``{},`` would be a million dicts; it is refused as unreadable instead."""
+    body = b'{"currencyExpiryUpdateResponse": [' + b"{}," * 1_000_000 + b"{}]}"
+    async with client_with(answering(body)) as client:
+        tracemalloc.start()
+        try:
+            with pytest.raises(APIError):
+                await client.points.update_expiry([item(1)])
+            report = await client.points.bulk_update_expiry([item(1), item(2)], keep_all=True)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert [o.status for o in report.outcomes()] == [OutcomeStatus.UNKNOWN] * 2
+    assert peak < 10 * len(body)
+
+
+async def test_entries_beyond_what_a_chunk_could_need_are_counted_not_read() -> None:
+    body = {
+        "currencyExpiryUpdateResponse": [entry(1), entry(2)]
+        + [{"pointsExpiryUpdateLogs": {"paId": n}} for n in range(1000, 40_000)]
+    }
+    async with client_with(answering(body)) as client:
+        report = await client.points.bulk_update_expiry([item(1), item(2)], keep_all=True)
+    assert report.succeeded == 2
+    assert any("more entries than it could need" in a for a in report.anomalies)
