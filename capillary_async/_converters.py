@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 import functools
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -32,7 +32,7 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 
 from . import _models as m
 from ._enums import WireEnum
-from ._exceptions import ValidationError
+from ._exceptions import ValidationError, excerpt
 
 __all__ = ["from_wire", "to_wire", "wire_name"]
 
@@ -267,23 +267,54 @@ def _join(path: str, segment: str) -> str:
 
 
 def _own_field(cls: type[Any] | None, field: str) -> str:
-    """Map a model's own ``ValidationError.field`` (snake_case) to its wire name."""
+    """Map a model's own ``ValidationError.field`` (snake_case) to its wire name.
+
+    Only the model's attribute names are mapped: a field that names a wire key
+    already (an unknown key from the input) is left as it is.
+    """
     if not field:
         return field
     head, dot, rest = field.partition(".")
-    return (wire_name(cls, head) if cls is not None else _camel(head)) + dot + rest
+    if cls is None:
+        head = _camel(head)
+    elif attrs.has(cls) and head in attrs.fields_dict(cls):
+        head = wire_name(cls, head)
+    return head + dot + rest
+
+
+_NAMED = 5  # unknown keys listed in one message; the rest are counted
+
+
+def _key_name(key: object) -> str:
+    # Keys come from the input: bounded, surrogates escaped, never repr'd whole.
+    return excerpt(key, 60) if isinstance(key, str) else f"<{type(key).__name__} key>"
+
+
+def _unknown_keys(path: str, keys: Iterable[object], code: int | None = None) -> ValidationError:
+    names = sorted({_key_name(key) for key in keys})
+    also = names[1:_NAMED]
+    more = f" (also: {', '.join(also)}" if also else ""
+    if len(names) > _NAMED:
+        more += f" and {len(names) - _NAMED:,} more"
+    more += ")" if more else ""
+    return ValidationError(
+        _join(path, names[0]), f"unknown field, not part of the wire format{more}", code=code
+    )
+
+
+def _describe(exc: BaseException) -> str:
+    """A foreign exception's text, bounded; ``str()`` itself may fail (a huge int's repr)."""
+    try:
+        return excerpt(str(exc), 200)
+    except Exception:  # noqa: BLE001 - any failure to describe is described by type
+        return type(exc).__name__
 
 
 def _translate(exc: BaseException, cls: type[Any] | None, path: str) -> ValidationError:
     """The first concrete failure in a cattrs error tree, with its wire path."""
     if isinstance(exc, ForbiddenExtraKeysError):
-        names = sorted(exc.extra_fields)
         code = 8935 if exc.cl is m.StandardMeta else None
-        where = _join(path, names[0])
-        more = f" (also: {', '.join(names[1:])})" if len(names) > 1 else ""
-        return ValidationError(
-            where, f"unknown field, not part of the wire format{more}", code=code
-        )
+        return _unknown_keys(path, exc.extra_fields, code)
     if isinstance(exc, BaseValidationError):
         owner = getattr(exc, "cl", None)
         for sub in exc.exceptions:
@@ -297,12 +328,12 @@ def _translate(exc: BaseException, cls: type[Any] | None, path: str) -> Validati
                 elif isinstance(note, IterableValidationNote):
                     sub_path = _join(path, f"[{note.index}]")
             return _translate(sub, sub_cls, sub_path)
-        return ValidationError(path, str(exc))
+        return ValidationError(path, _describe(exc))
     if isinstance(exc, ValidationError):
         return ValidationError(_join(path, _own_field(cls, exc.field)), exc.reason, code=exc.code)
     if isinstance(exc, (TypeError, AttributeError)) and cls is not None and attrs.has(cls):
         return ValidationError(path, "expected a JSON object")
-    return ValidationError(path, f"invalid value: {exc}")
+    return ValidationError(path, f"invalid value: {_describe(exc)}")
 
 
 def _field_model(owner: type[Any], attribute: str) -> type[Any] | None:

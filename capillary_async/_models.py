@@ -3,6 +3,9 @@
 Request models validate every rule the API documentation states when they are
 built, so an invalid one cannot exist; each failure is a ``ValidationError``
 naming the field, with the Capillary code the server would have answered.
+Messages quote input only bounded and escaped: a 2 MB value or a lone
+surrogate from a ``"\\ud800"`` JSON escape never ends up in a log line whole.
+
 Result models are lenient: a value Capillary adds tomorrow must not crash a job
 that only needs the ref id, so unknown enum values stay plain strings.
 
@@ -27,9 +30,10 @@ from ._enums import (
     PointCategoryType,
     PointsAwardedRefType,
 )
-from ._exceptions import ValidationError
+from ._exceptions import ValidationError, excerpt
 
 __all__ = [
+    "JAVA_LONG_MAX",
     "CustomField",
     "Entity",
     "ExpiryDate",
@@ -48,6 +52,11 @@ __all__ = [
 CODE_ENUM = 8941
 CODE_EMPTY_REQUEST = 8931
 
+#: Ids and day/month counts are Java longs on the server: a larger number could
+#: only be refused there, or worse, wrap around.
+JAVA_LONG_MAX = 2**63 - 1
+_LONG_DIGITS = len(str(JAVA_LONG_MAX))
+
 _E = TypeVar("_E", bound=Any)
 
 # A field marked NOT_ON_WIRE (the response's request id) is never (un)structured.
@@ -58,7 +67,51 @@ def _not_on_wire() -> Any:
     return attrs.field(default=None, metadata={NOT_ON_WIRE: True})
 
 
+# -- quoting input in messages ------------------------------------------------
+
+_QUOTED = 60
+
+
+def _quote(text: str) -> str:
+    """``text`` for an error message: cut short, and escaped where unprintable.
+
+    ``repr`` escapes lone surrogates (and control characters), so the message
+    can always be written to a UTF-8 log, CSV or journal.
+    """
+    if len(text) <= _QUOTED:
+        return repr(text)
+    return f"{text[:_QUOTED]!r}... ({len(text) - _QUOTED:,} more characters)"
+
+
+def _segment(key: str) -> str:
+    """A user-chosen key (a ``customMeta`` name) as part of a field path."""
+    return excerpt(key, _QUOTED)
+
+
+def _kind(value: object) -> str:
+    """What a wrongly typed value is, without printing it (it may be huge or deeply nested)."""
+    return type(value).__name__
+
+
 # -- value checks shared by the converters ---------------------------------
+
+
+def _utf8(value: str, field: str, code: int | None, *, what: str = "") -> str:
+    """Refuse text that cannot be sent as UTF-8: a lone surrogate (a ``"\\ud800"`` escape).
+
+    ``isascii`` is O(1) in CPython, so the common case costs nothing.
+    """
+    if not value.isascii():
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValidationError(
+                field,
+                f"{what}holds a lone surrogate ({value[exc.start]!a}) at position {exc.start}, "
+                "which cannot be sent as UTF-8 text",
+                code=code,
+            ) from None
+    return value
 
 
 def _enum(
@@ -66,15 +119,134 @@ def _enum(
 ) -> _E:
     if isinstance(value, cls):
         return value
-    if value is None or value == "":
+    if value is None or (isinstance(value, str) and not value):
         raise ValidationError(field, "is required", code=missing)
     if isinstance(value, str):
         member = cls._value2member_map_.get(value)
         if member is not None:
             return member  # type: ignore[no-any-return]
         allowed = ", ".join(m.value for m in cls)
-        raise ValidationError(field, f"{value!r} is not one of [{allowed}]", code=invalid)
-    raise ValidationError(field, f"expected a string, got {type(value).__name__}", code=invalid)
+        raise ValidationError(field, f"{_quote(value)} is not one of [{allowed}]", code=invalid)
+    raise ValidationError(field, f"expected a string, got {_kind(value)}", code=invalid)
+
+
+_DIGITS = re.compile(r"[0-9]+")
+# Python's default int max str digits, applied whatever the interpreter's own
+# setting: with the limit lifted, int() and str() past it take quadratic time.
+_MAX_INT_TEXT = 4300
+_MAX_INT = 10**_MAX_INT_TEXT
+
+
+def _digits_to_long(text: str) -> int | None:
+    """The number a string of ASCII digits spells, or None above ``JAVA_LONG_MAX``.
+
+    Counting digits first keeps ``int()`` away from a 5,000-digit string, which
+    would raise a plain ValueError (Python's int max str digits).
+    """
+    significant = text.lstrip("0")
+    if len(significant) > _LONG_DIGITS:
+        return None
+    number = int(significant or "0")
+    return number if number <= JAVA_LONG_MAX else None
+
+
+def _too_large(field: str, code: int | None) -> ValidationError:
+    return ValidationError(
+        field,
+        f"must be at most {JAVA_LONG_MAX} (2**63-1, the server stores it as a 64-bit long)",
+        code=code,
+    )
+
+
+def _positive_long(value: object, field: str, code: int | None) -> int:
+    """A positive whole number that fits a Java long; digit strings (as CSV files carry) too."""
+    if type(value) is int and 0 < value <= JAVA_LONG_MAX:  # the bulk path's common case
+        return value
+    if value is None or (isinstance(value, str) and not value):
+        raise ValidationError(field, "is required", code=code)
+    if isinstance(value, bool):
+        raise ValidationError(field, "must be a positive whole number, got a boolean", code=code)
+    if isinstance(value, int):
+        number: int | None = value
+    elif isinstance(value, str):
+        text = value.strip()
+        if not _DIGITS.fullmatch(text):
+            raise ValidationError(
+                field, f"must be a positive whole number, got {_quote(value)}", code=code
+            )
+        number = _digits_to_long(text)
+    else:
+        shown = repr(value) if isinstance(value, float) else _kind(value)
+        raise ValidationError(field, f"must be a positive whole number, got {shown}", code=code)
+    if number is None or number > JAVA_LONG_MAX:
+        raise _too_large(field, code)
+    if number <= 0:
+        got = "0" if number == 0 else "a negative number"
+        raise ValidationError(field, f"must be a positive whole number, got {got}", code=code)
+    return number
+
+
+def _required_str(value: object, field: str, code: int | None) -> str:
+    if type(value) is str and value.isascii() and value.strip():
+        return value  # the common case, checked with the cheapest tests
+    if isinstance(value, bool):
+        raise ValidationError(field, "must be a string, got a boolean", code=code)
+    if isinstance(value, int):
+        # A numeric id or mobile number from a JSON file. A number past Python's
+        # int-to-text digit limit is no identifier, and str() of it would raise
+        # (or, with the limit lifted, take quadratic time).
+        if not -_MAX_INT < value < _MAX_INT:
+            raise ValidationError(field, "must be a string, got a huge number", code=code)
+        try:
+            value = str(value)
+        except ValueError:  # an interpreter with a lower int max str digits
+            raise ValidationError(field, "must be a string, got a huge number", code=code) from None
+    if not isinstance(value, str):
+        if value is None:
+            raise ValidationError(field, "is required", code=code)
+        raise ValidationError(field, f"must be a string, got {_kind(value)}", code=code)
+    if not value.strip():
+        raise ValidationError(field, "must not be empty", code=code)
+    return _utf8(value, field, code)
+
+
+def _optional_str(
+    value: object, field: str, *, max_length: int | None = None, code: int | None = None
+) -> str | None:
+    if value is None:
+        return None
+    if type(value) is str and max_length is None and value.isascii():
+        return value
+    if not isinstance(value, str):
+        raise ValidationError(field, f"must be a string, got {_kind(value)}", code=code)
+    if max_length is not None and len(value) > max_length:
+        raise ValidationError(
+            field, f"must be at most {max_length} characters, got {len(value)}", code=code
+        )
+    return _utf8(value, field, code)
+
+
+def _string_map(value: object, field: str, code: int | None = None) -> dict[str, str] | None:
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise ValidationError(field, f"must be an object of strings, got {_kind(value)}")
+    result: dict[str, str] = {}
+    for key, item in value.items():
+        if type(key) is str and type(item) is str and key and key.isascii() and item.isascii():
+            result[key] = item
+            continue
+        if not isinstance(key, str):
+            raise ValidationError(field, f"keys must be strings, got {_kind(key)}", code=code)
+        if not key:
+            raise ValidationError(field, "keys must not be empty", code=code)
+        _utf8(key, field, code, what="a key ")
+        if not isinstance(item, str):
+            raise ValidationError(
+                f"{field}.{_segment(key)}", f"must be a string, got {_kind(item)}", code=code
+            )
+        result[key] = _utf8(item, f"{field}.{_segment(key)}", code)
+    return result
 
 
 def _lenient_enum(cls: type[_E], value: object) -> _E | str | None:
@@ -86,74 +258,12 @@ def _lenient_enum(cls: type[_E], value: object) -> _E | str | None:
     return str(value)
 
 
-_DIGITS = re.compile(r"[0-9]+")
-
-
-def _positive_int(value: object, field: str, code: int | None, *, max_digits: int = 19) -> int:
-    """A positive whole number; a string of digits (as CSV files carry) is accepted."""
-    if value is None or value == "":
-        raise ValidationError(field, "is required", code=code)
-    if isinstance(value, bool):
-        raise ValidationError(field, "must be a positive whole number, got a boolean", code=code)
-    if isinstance(value, int):
-        number = value
-    elif isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
-        number = int(value.strip())
-    else:
-        raise ValidationError(field, f"must be a positive whole number, got {value!r}", code=code)
-    if number <= 0:
-        raise ValidationError(field, f"must be a positive whole number, got {number}", code=code)
-    if len(str(number)) > max_digits:
-        raise ValidationError(field, f"must have at most {max_digits} digits", code=code)
-    return number
-
-
-def _required_str(value: object, field: str, code: int | None) -> str:
-    if isinstance(value, bool):
-        raise ValidationError(field, "must be a string, got a boolean", code=code)
-    if isinstance(value, int):
-        value = str(value)  # a numeric id or mobile number from a JSON file
-    if not isinstance(value, str):
-        if value is None:
-            raise ValidationError(field, "is required", code=code)
-        raise ValidationError(field, f"must be a string, got {type(value).__name__}", code=code)
-    if not value.strip():
-        raise ValidationError(field, "must not be empty", code=code)
-    return value
-
-
-def _optional_str(value: object, field: str, *, max_length: int | None = None) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, str):
-        raise ValidationError(field, f"must be a string, got {type(value).__name__}")
-    if max_length is not None and len(value) > max_length:
-        raise ValidationError(field, f"must be at most {max_length} characters, got {len(value)}")
-    return value
-
-
-def _string_map(value: object, field: str, code: int | None = None) -> dict[str, str] | None:
-    if value is None:
-        return None
-    if not isinstance(value, Mapping):
-        raise ValidationError(field, f"must be an object of strings, got {type(value).__name__}")
-    result: dict[str, str] = {}
-    for key, item in value.items():
-        if not isinstance(key, str) or not key:
-            raise ValidationError(field, f"keys must be non-empty strings, got {key!r}", code=code)
-        if not isinstance(item, str):
-            raise ValidationError(
-                f"{field}.{key}", f"must be a string, got {type(item).__name__}", code=code
-            )
-        result[key] = item
-    return result
-
-
 # -- named converters: mypy's attrs plugin types __init__ from these ---------
 
 
 def _identifier_name(value: IdentifierName | str) -> IdentifierName:
-    return _enum(IdentifierName, value, "identifier_name", 8932)
+    # The updateExpiry page gives 8932 for an invalid identifierName as well as a missing one.
+    return _enum(IdentifierName, value, "identifier_name", 8932, invalid=8932)
 
 
 def _identifier_value(value: str | int) -> str:
@@ -161,11 +271,11 @@ def _identifier_value(value: str | int) -> str:
 
 
 def _program_id(value: int | str) -> int:
-    return _positive_int(value, "program_id", 8934)
+    return _positive_long(value, "program_id", 8934)
 
 
 def _points_awarded_ref_id(value: int | str) -> int:
-    return _positive_int(value, "points_awarded_ref_id", 8937)
+    return _positive_long(value, "points_awarded_ref_id", 8937)
 
 
 def _points_awarded_ref_type(value: PointsAwardedRefType | str) -> PointsAwardedRefType:
@@ -198,13 +308,27 @@ def _custom_fields(value: Mapping[str, str] | None) -> dict[str, str] | None:
     return _string_map(value, "custom_fields")
 
 
+def _who_raised(value: str | None) -> str | None:
+    return _optional_str(value, "who_raised", code=8935)
+
+
+def _who_approved(value: str | None) -> str | None:
+    return _optional_str(value, "who_approved", code=8935)
+
+
+def _reason_for_trigger(value: str | None) -> str | None:
+    return _optional_str(value, "reason_for_trigger", code=8935)
+
+
 def _expiry_type(value: ExpiryType | str) -> ExpiryType:
     return _enum(ExpiryType, value, "expiry_type", 8942)
 
 
 def _expiry_value(value: str | int | date | None) -> str | None:
-    if value is None or isinstance(value, str):
-        return value
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return _utf8(value, "expiry_value", 8942)
     if isinstance(value, bool):
         raise ValidationError(
             "expiry_value", "must be a date or a number, got a boolean", code=8942
@@ -216,9 +340,11 @@ def _expiry_value(value: str | int | date | None) -> str | None:
     if isinstance(value, date):
         return value.isoformat()
     if isinstance(value, int):
+        if abs(value) > JAVA_LONG_MAX:  # also keeps str() off a 5,000-digit int
+            raise _too_large("expiry_value", 8942)
         return str(value)
     raise ValidationError(
-        "expiry_value", f"must be a string, date or int, got {type(value).__name__}", code=8942
+        "expiry_value", f"must be a string, date or int, got {_kind(value)}", code=8942
     )
 
 
@@ -243,7 +369,7 @@ def _external_reference_number(value: str | None) -> str | None:
 
 
 def _bill_id(value: int | str | None) -> int | None:
-    return None if value is None else _positive_int(value, "bill_id", None)
+    return None if value is None else _positive_long(value, "bill_id", None)
 
 
 def _bill_number(value: str | None) -> str | None:
@@ -273,19 +399,9 @@ def _lenient_reason_type(
 class StandardMeta:
     """Who raised and approved an expiry change, and why (``standardMeta``)."""
 
-    who_raised: str | None = None
-    who_approved: str | None = None
-    reason_for_trigger: str | None = None
-
-    def __attrs_post_init__(self) -> None:
-        for name in ("who_raised", "who_approved", "reason_for_trigger"):
-            value = getattr(self, name)
-            if value is not None and not isinstance(value, str):
-                raise ValidationError(
-                    f"standard_meta.{name}",
-                    f"must be a string, got {type(value).__name__}",
-                    code=8935,
-                )
+    who_raised: str | None = attrs.field(default=None, converter=_who_raised)
+    who_approved: str | None = attrs.field(default=None, converter=_who_approved)
+    reason_for_trigger: str | None = attrs.field(default=None, converter=_reason_for_trigger)
 
 
 _ISO_DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
@@ -312,21 +428,23 @@ class ExpiryDate:
             if not _ISO_DATE.fullmatch(value):
                 raise ValidationError(
                     "expiry_value",
-                    f"must be a date as YYYY-MM-DD for FIXED_DATE, got {value!r}",
+                    f"must be a date as YYYY-MM-DD for FIXED_DATE, got {_quote(value)}",
                     code=8942,
                 )
             try:
                 date.fromisoformat(value)
             except ValueError:
                 raise ValidationError(
-                    "expiry_value", f"{value!r} is not a calendar date", code=8942
+                    "expiry_value", f"{_quote(value)} is not a calendar date", code=8942
                 ) from None
-        elif not _DIGITS.fullmatch(value) or int(value) <= 0:
+        elif not _DIGITS.fullmatch(value) or (number := _digits_to_long(value)) == 0:
             raise ValidationError(
                 "expiry_value",
-                f"must be a positive whole number for {kind.value}, got {value!r}",
+                f"must be a positive whole number for {kind.value}, got {_quote(value)}",
                 code=8942,
             )
+        elif number is None:
+            raise _too_large("expiry_value", 8942)
 
     @property
     def idempotent(self) -> bool:

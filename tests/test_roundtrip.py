@@ -37,7 +37,7 @@ from capillary_async import (
 
 text = st.text(max_size=20)
 required_text = st.text(min_size=1, max_size=20).filter(lambda s: s.strip() != "")
-ids = st.integers(min_value=1, max_value=10**19 - 1)
+ids = st.integers(min_value=1, max_value=2**63 - 1)  # a Java long, as the server stores them
 any_int = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 string_maps = st.dictionaries(st.text(min_size=1, max_size=10), text, max_size=3)
 offsets = st.integers(min_value=-14 * 60, max_value=14 * 60).map(
@@ -252,6 +252,16 @@ mutations = st.sampled_from(
         ("expiryDate", {"expiryType": "FIXED_DATE"}),
         ("expiryDate", {"expiryType": "IMMEDIATE", "other": 1}),
         ("expiryDate", []),
+        # Careless input both paths must refuse alike: text that cannot be sent
+        # as UTF-8, numbers past a Java long or past Python's int-from-text limit.
+        ("identifierValue", json.loads('"91\\ud800"')),
+        ("customMeta", {json.loads('"\\udfff"'): "v"}),
+        ("standardMeta", {"who_raised": json.loads('"\\ud800"')}),
+        ("programId", 2**63),
+        ("programId", str(2**63 - 1)),
+        ("pointsAwardedRefId", "9" * 5000),
+        ("expiryDate", {"expiryType": "FIXED_DAYS", "expiryValue": str(2**63)}),
+        ("expiryDate", {"expiryType": "FIXED_MONTHS", "expiryValue": 2**63 - 1}),
     ]
 )
 
