@@ -4,7 +4,10 @@ Wire names are derived once per class (camelCase, ``_iso`` -> ``ISO``,
 ``standardMeta`` keys unchanged) and compiled into cattrs' generated
 functions through a hook factory. Unset optional fields are left out, never
 sent as null. Request models refuse unknown keys (a misspelt field in an input
-file must not vanish silently); result models tolerate them.
+file must not vanish silently); result models tolerate them, and read each
+field leniently through their attrs converters (see ``_models``): structuring an
+answer fails only when its top level, or one of its item lists, is not the
+container the docs promise.
 
 Structuring first runs a fast converter; only when that fails is the input run
 again through a detailed one, whose error tree becomes a ``ValidationError``
@@ -33,8 +36,9 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 from . import _models as m
 from ._enums import WireEnum
 from ._exceptions import ValidationError, excerpt
+from ._models import parse_datetime
 
-__all__ = ["from_wire", "to_wire", "wire_name"]
+__all__ = ["from_wire", "parse_datetime", "to_wire", "wire_name"]
 
 T = TypeVar("T")
 
@@ -90,18 +94,6 @@ def _overrides(cls: type[Any]) -> dict[str, Any]:
 # -- timestamps -------------------------------------------------------------
 
 
-def parse_datetime(value: Any) -> datetime:
-    """ISO 8601 with ``Z`` or an offset (Python 3.10's ``fromisoformat`` refuses ``Z``)."""
-    if isinstance(value, datetime):
-        return value
-    if not isinstance(value, str):
-        raise TypeError(f"expected an ISO 8601 timestamp, got {type(value).__name__}")
-    text = value.strip()
-    if text[-1:] in ("Z", "z"):
-        text = text[:-1] + "+00:00"
-    return datetime.fromisoformat(text)
-
-
 def format_datetime(value: datetime) -> str:
     """ISO 8601, ``Z`` for UTC as Capillary writes it."""
     text = value.isoformat()
@@ -115,38 +107,53 @@ def _is_generated_model(cls: Any) -> bool:
     return cls in REQUEST_MODELS or (cls in RESULT_MODELS and cls is not m.ExpiryUpdateResult)
 
 
-def _optional_int(value: Any, _: Any) -> int | None:
-    return value if value is None or type(value) is int else int(value)
-
-
-def _optional_str(value: Any, _: Any) -> str | None:
-    return value if value is None or type(value) is str else str(value)
-
-
-def _optional_datetime(value: Any, _: Any) -> datetime | None:
-    return None if value is None else parse_datetime(value)
-
-
-def _optional_float(value: Any, _: Any) -> float | None:
-    return value if value is None or type(value) is float else float(value)
-
-
 def _enum_value(member: enum.Enum) -> Any:
     return member.value
 
 
 def _make_converter(*, detailed: bool, strict_results: bool) -> cattrs.Converter:
     conv = cattrs.Converter(detailed_validation=detailed, prefer_attrib_converters=True)
-    conv.register_structure_hook(datetime, lambda v, _: parse_datetime(v))
     conv.register_unstructure_hook(datetime, format_datetime)
     # str-based enums would otherwise pass through as members, not plain strings.
     conv.register_unstructure_hook(WireEnum, _enum_value)
-    # Direct hooks for the optional scalars of result models: cattrs' generic
-    # Optional dispatch was the largest cost of reading an answer.
-    conv.register_structure_hook(int | None, _optional_int)
-    conv.register_structure_hook(str | None, _optional_str)
-    conv.register_structure_hook(float | None, _optional_float)
-    conv.register_structure_hook(datetime | None, _optional_datetime)
+
+    def wire_value(value: Any) -> Any:
+        """A result field's value as JSON: one level deep only, as raw JSON may nest
+        deeper than the recursion limit and is JSON already."""
+        if isinstance(value, list):
+            return [wire_item(item) for item in value]
+        return wire_item(value)
+
+    def wire_item(value: Any) -> Any:
+        if isinstance(value, enum.Enum):
+            return value.value
+        if isinstance(value, datetime):
+            return format_datetime(value)
+        if attrs.has(type(value)):
+            return conv.unstructure(value)
+        return value
+
+    def model_or_as_sent(model: type[Any]) -> Callable[[Any, Any], Any]:
+        def structure(value: Any, _: Any) -> Any:
+            return conv.structure(value, model) if isinstance(value, Mapping) else value
+
+        return structure
+
+    def result_overrides(cls: type[Any]) -> dict[str, Any]:
+        """Result fields are read by their attrs converters (the raw JSON passes
+        through cattrs untouched); a nested model is structured only from an object."""
+        result = _overrides(cls)
+        for field in attrs.fields(cls):
+            if field.metadata.get(m.NOT_ON_WIRE):
+                continue
+            hook = None
+            if field.converter is None:
+                model = _field_model(cls, field.name)
+                hook = model_or_as_sent(model) if model is not None else None
+            result[field.name] = override(
+                rename=wire_name(cls, field.name), struct_hook=hook, unstruct_hook=wire_value
+            )
+        return result
 
     def structure_factory(cls: type[Any]) -> Callable[[Any, Any], Any]:
         generated = make_dict_structure_fn(
@@ -155,7 +162,7 @@ def _make_converter(*, detailed: bool, strict_results: bool) -> cattrs.Converter
             _cattrs_forbid_extra_keys=strict_results or cls in REQUEST_MODELS,
             _cattrs_prefer_attrib_converters=True,
             _cattrs_detailed_validation=detailed,
-            **_overrides(cls),
+            **(_overrides(cls) if cls in REQUEST_MODELS else result_overrides(cls)),
         )
 
         def structure(data: Any, cl: Any) -> Any:
@@ -168,7 +175,8 @@ def _make_converter(*, detailed: bool, strict_results: bool) -> cattrs.Converter
         return structure
 
     def unstructure_factory(cls: type[Any]) -> Callable[[Any], Any]:
-        return make_dict_unstructure_fn(cls, conv, _cattrs_omit_if_default=True, **_overrides(cls))
+        overrides = _overrides(cls) if cls in REQUEST_MODELS else result_overrides(cls)
+        return make_dict_unstructure_fn(cls, conv, _cattrs_omit_if_default=True, **overrides)
 
     conv.register_structure_hook_factory(_is_generated_model, structure_factory)
     conv.register_unstructure_hook_factory(_is_generated_model, unstructure_factory)
@@ -178,15 +186,25 @@ def _make_converter(*, detailed: bool, strict_results: bool) -> cattrs.Converter
 
     conv.register_structure_hook(m.ExpiryUpdateResult, structure_result)
     conv.register_unstructure_hook(
-        m.ExpiryUpdateResult, lambda result: _unstructure_expiry_result(conv, result)
+        m.ExpiryUpdateResult, lambda result: _unstructure_expiry_result(wire_item, result)
     )
     return conv
 
 
+def _is_empty(value: Any) -> bool:
+    return value is None or (type(value) is list and not value)
+
+
 def split_expiry_envelope(
     data: Any, *, strict: bool = False
-) -> tuple[list[Any], list[Any], list[Any], list[Any]]:
-    """(updates, failures, warnings, errors) as raw JSON, whichever documented envelope."""
+) -> tuple[list[Any], list[Any], Any, Any]:
+    """(updates, failures, warnings, errors) as raw JSON, whichever documented envelope.
+
+    Raises only ``ValidationError``: when ``data`` is not an object, or a
+    success or ``failures`` list is not a list (or, with ``strict``, holds an
+    unknown key). ``warnings`` and ``errors`` are whatever JSON came (``[]`` when
+    absent or null): a warning must not turn an applied update into an error.
+    """
     if not isinstance(data, Mapping):
         raise ValidationError("", f"expected a JSON object, got {type(data).__name__}")
     body: Mapping[str, Any] = data
@@ -195,23 +213,39 @@ def split_expiry_envelope(
         body = entity
     if strict:
         known = {*SUCCESS_KEYS, "failures", "warnings", "errors", "entity"}
-        extra = sorted(set(data) - known) + sorted(set(body) - known if body is not data else [])
-        if extra:
-            raise ForbiddenExtraKeysError("", m.ExpiryUpdateResult, set(extra))
+        extra = [*data, *(body if body is not data else ())]
+        unknown = [key for key in extra if key not in known]
+        if unknown:
+            raise _unknown_keys("", unknown)
+    sources = (body, data) if body is not data else (data,)
     raw_updates: list[Any] = []
     for key in SUCCESS_KEYS:
-        for source in (body, data) if body is not data else (data,):
+        for source in sources:
             value = source.get(key)
             if isinstance(value, list):
                 raw_updates.extend(value)
             elif value is not None:
                 raise ValidationError(key, f"expected a JSON array, got {type(value).__name__}")
-    raw_failures = body.get("failures") or data.get("failures") or []
-    if not isinstance(raw_failures, list):
-        kind = type(raw_failures).__name__
-        raise ValidationError("failures", f"expected a JSON array, got {kind}")
-    warnings = list(data.get("warnings") or body.get("warnings") or [])
-    return raw_updates, raw_failures, warnings, list(data.get("errors") or [])
+    raw_failures: list[Any] = []
+    for source in sources:
+        value = source.get("failures")
+        if isinstance(value, list):
+            raw_failures.extend(value)
+        elif value:  # null, or an empty object or string, names no failure
+            raise ValidationError("failures", f"expected a JSON array, got {type(value).__name__}")
+    # The OpenAPI block puts warnings beside ``entity``; should both levels
+    # carry some, both are kept.
+    found = [data.get("warnings")]
+    if body is not data:
+        found.append(body.get("warnings"))
+    present = [value for value in found if not _is_empty(value)]
+    warnings: Any = present[0] if len(present) == 1 else []
+    if len(present) == 2:
+        warnings = [
+            item for value in present for item in (value if type(value) is list else [value])
+        ]
+    errors = data.get("errors")
+    return raw_updates, raw_failures, warnings, [] if errors is None else errors
 
 
 def _structure_expiry_result(
@@ -220,23 +254,27 @@ def _structure_expiry_result(
     """Accept all three documented envelopes of updateExpiry's answer."""
     updates, failures, warnings, errors = split_expiry_envelope(data, strict=strict)
     return m.ExpiryUpdateResult(
-        updates=conv.structure(updates, list[m.ExpiryUpdateEntry]),
-        failures=conv.structure(failures, list[m.ItemFailure]),
+        updates=[
+            conv.structure(e, m.ExpiryUpdateEntry) if isinstance(e, Mapping) else e for e in updates
+        ],
+        failures=[
+            conv.structure(f, m.ItemFailure) if isinstance(f, Mapping) else f for f in failures
+        ],
         warnings=warnings,
         errors=errors,
     )
 
 
-def _unstructure_expiry_result(conv: cattrs.Converter, result: m.ExpiryUpdateResult) -> Any:
-    out: dict[str, Any] = {
-        SUCCESS_KEYS[0]: conv.unstructure(result.updates, list[m.ExpiryUpdateEntry]),
-    }
+def _unstructure_expiry_result(
+    wire_item: Callable[[Any], Any], result: m.ExpiryUpdateResult
+) -> Any:
+    out: dict[str, Any] = {SUCCESS_KEYS[0]: [wire_item(entry) for entry in result.updates]}
     if result.failures:
-        out["failures"] = conv.unstructure(result.failures, list[m.ItemFailure])
-    if result.warnings:
-        out["warnings"] = list(result.warnings)
-    if result.errors:
-        out["errors"] = list(result.errors)
+        out["failures"] = [wire_item(failure) for failure in result.failures]
+    if not _is_empty(result.warnings):
+        out["warnings"] = result.warnings
+    if not _is_empty(result.errors):
+        out["errors"] = result.errors
     return out
 
 

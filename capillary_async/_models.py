@@ -6,8 +6,12 @@ naming the field, with the Capillary code the server would have answered.
 Messages quote input only bounded and escaped: a 2 MB value or a lone
 surrogate from a ``"\\ud800"`` JSON escape never ends up in a log line whole.
 
-Result models are lenient: a value Capillary adds tomorrow must not crash a job
-that only needs the ref id, so unknown enum values stay plain strings.
+Result models are lenient: an answer the server has already applied must never
+become an exception because one of its fields has an odd shape. Fields the docs
+type "Object" (``warnings``, ``standardMeta``...) keep the JSON exactly as it
+came; scalars are converted when they have the expected shape (``"1"`` for an
+int field becomes 1) and are otherwise kept as the JSON value they were, so
+their annotations include ``JSONValue``. Unknown enum values stay plain strings.
 
 Attribute names are the snake_case of the wire names (``_iso`` for ``ISO``);
 ``standardMeta`` keys are snake_case on the wire already.
@@ -15,10 +19,11 @@ Attribute names are the snake_case of the wire names (``_iso`` for ``ISO``);
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Mapping
 from datetime import date, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import attrs
 
@@ -41,10 +46,12 @@ __all__ = [
     "ExpiryUpdateEntry",
     "ExpiryUpdateResult",
     "ItemFailure",
+    "JSONValue",
     "PointsExpiryUpdateLog",
     "Redemption",
     "RedemptionUpdate",
     "StandardMeta",
+    "parse_datetime",
 ]
 
 # Capillary's codes for the rules below (see the updateExpiry and
@@ -56,6 +63,10 @@ CODE_EMPTY_REQUEST = 8931
 #: only be refused there, or worse, wrap around.
 JAVA_LONG_MAX = 2**63 - 1
 _LONG_DIGITS = len(str(JAVA_LONG_MAX))
+
+#: Any value ``json.loads`` can give: what a lenient result field keeps when it
+#: cannot read the value as its documented type.
+JSONValue: TypeAlias = bool | int | float | str | list[Any] | dict[str, Any] | None
 
 _E = TypeVar("_E", bound=Any)
 
@@ -249,13 +260,67 @@ def _string_map(value: object, field: str, code: int | None = None) -> dict[str,
     return result
 
 
-def _lenient_enum(cls: type[_E], value: object) -> _E | str | None:
-    if value is None or isinstance(value, cls):
+# -- lenient readers for result fields ---------------------------------------
+# Each takes the JSON as it came and never raises; each is idempotent, since
+# ``attrs.evolve`` (adding the request id) runs it again on its own output.
+
+_INT_TEXT = re.compile(r"-?[0-9]+")
+_FLOAT_TEXT = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
+_EXACT_FLOAT = 2**53  # every int up to this is exactly a float
+
+
+def _as_sent(value: Any) -> Any:
+    """Keep the JSON value as it came (also tells cattrs not to structure it by type)."""
+    return value
+
+
+def _read_int(value: Any) -> int | JSONValue:
+    """An int; a digit string (``"1"``) is read as one; anything else stays as sent."""
+    if isinstance(value, str) and len(value) <= _MAX_INT_TEXT and _INT_TEXT.fullmatch(value):
+        try:
+            return int(value)
+        except ValueError:  # an interpreter with a lower int max str digits
+            return value
+    return value  # type: ignore[no-any-return]
+
+
+def _read_float(value: Any) -> float | JSONValue:
+    """A float; an exact int or a decimal string (the docs type ``pointsRedeemed`` String) too."""
+    if type(value) is int and -_EXACT_FLOAT <= value <= _EXACT_FLOAT:
+        return float(value)
+    if isinstance(value, str) and len(value) <= 64 and _FLOAT_TEXT.fullmatch(value):
+        number = float(value)
+        if math.isfinite(number):
+            return number
+    return value  # type: ignore[no-any-return]
+
+
+def parse_datetime(value: Any) -> datetime:
+    """ISO 8601 with ``Z`` or an offset (Python 3.10's ``fromisoformat`` refuses ``Z``)."""
+    if isinstance(value, datetime):
         return value
+    if not isinstance(value, str):
+        raise TypeError(f"expected an ISO 8601 timestamp, got {_kind(value)}")
+    text = value.strip()
+    if text[-1:] in ("Z", "z"):
+        text = text[:-1] + "+00:00"
+    return datetime.fromisoformat(text)
+
+
+def _read_datetime(value: Any) -> datetime | JSONValue:
+    """An ISO 8601 timestamp as a datetime; anything else stays as sent."""
     if isinstance(value, str):
-        member = cls._value2member_map_.get(value)
-        return value if member is None else member
-    return str(value)
+        try:
+            return parse_datetime(value)
+        except ValueError:  # not ISO 8601 (a surrogate's UnicodeEncodeError included)
+            return value
+    return value  # type: ignore[no-any-return]
+
+
+def _lenient_enum(cls: type[_E], value: Any) -> _E | JSONValue:
+    if isinstance(value, str) and not isinstance(value, cls):
+        return cls._value2member_map_.get(value, value)  # type: ignore[no-any-return]
+    return value  # type: ignore[no-any-return]
 
 
 # -- named converters: mypy's attrs plugin types __init__ from these ---------
@@ -380,15 +445,11 @@ def _purpose(value: str | None) -> str | None:
     return _optional_str(value, "purpose", max_length=255)
 
 
-def _lenient_ref_type(
-    value: PointsAwardedRefType | str | None,
-) -> PointsAwardedRefType | str | None:
+def _lenient_ref_type(value: Any) -> PointsAwardedRefType | JSONValue:
     return _lenient_enum(PointsAwardedRefType, value)
 
 
-def _lenient_reason_type(
-    value: ExpiryUpdateReasonType | str | None,
-) -> ExpiryUpdateReasonType | str | None:
+def _lenient_reason_type(value: Any) -> ExpiryUpdateReasonType | JSONValue:
     return _lenient_enum(ExpiryUpdateReasonType, value)
 
 
@@ -551,12 +612,30 @@ class RedemptionUpdate:
 # -- result models ----------------------------------------------------------
 
 
+def _custom_field(entry: Any) -> CustomField:
+    if isinstance(entry, CustomField):
+        return entry
+    if isinstance(entry, Mapping) and entry.keys() <= {"name", "value"}:
+        return CustomField(name=entry.get("name"), value=entry.get("value"))
+    return CustomField(value=entry)  # see Redemption: nothing is dropped
+
+
+def _read_custom_fields(value: Any) -> list[CustomField]:
+    if value is None:
+        return []
+    if isinstance(value, Mapping):  # the request's own shape, {name: value}
+        return [CustomField(name=name, value=item) for name, item in value.items()]
+    if isinstance(value, list):
+        return [_custom_field(entry) for entry in value]
+    return [CustomField(value=value)]
+
+
 @attrs.frozen(kw_only=True)
 class CustomField:
-    """One entry of a redemption's ``customFields`` list."""
+    """One entry of a redemption's ``customFields``; ``value`` is the JSON as sent."""
 
-    name: str
-    value: str | None = None
+    name: str | JSONValue = attrs.field(default=None, converter=_as_sent)
+    value: Any = attrs.field(default=None, converter=_as_sent)
 
 
 @attrs.frozen(kw_only=True)
@@ -564,27 +643,36 @@ class Redemption:
     """updateRedemption's answer: the redemption as it now stands.
 
     ``redemption_time`` and ``points_redemption_time`` are kept as the epoch
-    milliseconds Capillary sends; ``redemption_date`` is parsed.
+    milliseconds Capillary sends (a string such as an ISO timestamp stays the
+    string it is); ``redemption_date`` is parsed. ``point_deduction_list`` and
+    ``warnings`` are the JSON as sent.
+
+    ``custom_fields`` is always a list of ``CustomField``: the documented list of
+    ``{name, value}``, or an object ``{name: value}`` (the request's shape), is
+    read entry by entry; ``null`` is an empty list. Nothing else is dropped: a
+    list entry that is not a ``{name, value}`` object, or a ``customFields`` that
+    is neither list nor object, becomes a ``CustomField`` without a name whose
+    ``value`` is that JSON.
     """
 
-    id: int | None = None
-    program_id: int | None = None
-    points_redeemed: float | None = None
-    bill_id: int | None = None
-    bill_number: str | None = None
-    validation_code: str | None = None
-    notes: str | None = None
-    redemption_time: int | None = None
-    points_redemption_time: int | None = None
-    till_id: int | None = None
-    till_name: str | None = None
-    point_deduction_list: list[Any] = attrs.field(factory=list)
-    redemption_id: str | None = None
-    custom_fields: list[CustomField] = attrs.field(factory=list)
-    customer_id: int | None = None
-    redemption_purpose: str | None = None
-    redemption_date: datetime | None = None
-    warnings: list[Any] = attrs.field(factory=list)
+    id: int | JSONValue = attrs.field(default=None, converter=_read_int)
+    program_id: int | JSONValue = attrs.field(default=None, converter=_read_int)
+    points_redeemed: float | JSONValue = attrs.field(default=None, converter=_read_float)
+    bill_id: int | JSONValue = attrs.field(default=None, converter=_read_int)
+    bill_number: str | JSONValue = attrs.field(default=None, converter=_as_sent)
+    validation_code: str | JSONValue = attrs.field(default=None, converter=_as_sent)
+    notes: str | JSONValue = attrs.field(default=None, converter=_as_sent)
+    redemption_time: int | JSONValue = attrs.field(default=None, converter=_read_int)
+    points_redemption_time: int | JSONValue = attrs.field(default=None, converter=_read_int)
+    till_id: int | JSONValue = attrs.field(default=None, converter=_read_int)
+    till_name: str | JSONValue = attrs.field(default=None, converter=_as_sent)
+    point_deduction_list: Any = attrs.field(factory=list, converter=_as_sent)
+    redemption_id: str | JSONValue = attrs.field(default=None, converter=_as_sent)
+    custom_fields: list[CustomField] = attrs.field(factory=list, converter=_read_custom_fields)
+    customer_id: int | JSONValue = attrs.field(default=None, converter=_read_int)
+    redemption_purpose: str | JSONValue = attrs.field(default=None, converter=_as_sent)
+    redemption_date: datetime | JSONValue = attrs.field(default=None, converter=_read_datetime)
+    warnings: Any = attrs.field(factory=list, converter=_as_sent)
     request_id: str | None = _not_on_wire()
 
 
@@ -593,57 +681,65 @@ class PointsExpiryUpdateLog:
     """What changed for one points-awarded record.
 
     Legacy date fields (``old_expiry_date``...) stay the strings Capillary sent;
-    their ``_iso`` twins are timezone-aware datetimes.
+    their ``_iso`` twins are timezone-aware datetimes. ``standard_meta`` and
+    ``custom_meta`` are the JSON as sent: the answer may carry keys a request
+    may not.
     """
 
-    pa_type: PointsAwardedRefType | str | None = attrs.field(
+    pa_type: PointsAwardedRefType | JSONValue = attrs.field(
         default=None, converter=_lenient_ref_type
     )
-    pa_id: int | None = None
-    expiry_update_reason_type: ExpiryUpdateReasonType | str | None = attrs.field(
+    pa_id: int | JSONValue = attrs.field(default=None, converter=_read_int)
+    expiry_update_reason_type: ExpiryUpdateReasonType | JSONValue = attrs.field(
         default=None, converter=_lenient_reason_type
     )
-    expiry_update_reason_note: str | None = None
-    old_expiry_date: str | None = None
-    old_expiry_date_iso: datetime | None = None
-    new_expiry_date: str | None = None
-    new_expiry_date_iso: datetime | None = None
-    event_log_id: int | None = None
-    event_date: str | None = None
-    event_date_iso: datetime | None = None
-    standard_meta: StandardMeta | None = None
-    custom_meta: dict[str, str] | None = None
+    expiry_update_reason_note: str | JSONValue = attrs.field(default=None, converter=_as_sent)
+    old_expiry_date: str | JSONValue = attrs.field(default=None, converter=_as_sent)
+    old_expiry_date_iso: datetime | JSONValue = attrs.field(default=None, converter=_read_datetime)
+    new_expiry_date: str | JSONValue = attrs.field(default=None, converter=_as_sent)
+    new_expiry_date_iso: datetime | JSONValue = attrs.field(default=None, converter=_read_datetime)
+    event_log_id: int | JSONValue = attrs.field(default=None, converter=_read_int)
+    event_date: str | JSONValue = attrs.field(default=None, converter=_as_sent)
+    event_date_iso: datetime | JSONValue = attrs.field(default=None, converter=_read_datetime)
+    standard_meta: Any = attrs.field(default=None, converter=_as_sent)
+    custom_meta: Any = attrs.field(default=None, converter=_as_sent)
 
 
 @attrs.frozen(kw_only=True)
 class ExpiryUpdateEntry:
-    """One success entry of updateExpiry's answer."""
+    """One success entry of updateExpiry's answer.
 
-    customer_id: int | None = None
-    program_id: int | None = None
-    currency_name: str | None = None
-    points_expiry_update_logs: PointsExpiryUpdateLog | None = None
+    ``points_expiry_update_logs`` is a ``PointsExpiryUpdateLog`` when the
+    answer has an object there, and otherwise the JSON as sent.
+    """
+
+    customer_id: int | JSONValue = attrs.field(default=None, converter=_read_int)
+    program_id: int | JSONValue = attrs.field(default=None, converter=_read_int)
+    currency_name: str | JSONValue = attrs.field(default=None, converter=_as_sent)
+    points_expiry_update_logs: PointsExpiryUpdateLog | JSONValue = None
 
     @property
-    def ref(self) -> tuple[int | None, PointsAwardedRefType | str | None]:
+    def ref(self) -> tuple[int | JSONValue, PointsAwardedRefType | JSONValue]:
         """The points-awarded record this entry reports on (``paId``, ``paType``)."""
         logs = self.points_expiry_update_logs
-        return (None, None) if logs is None else (logs.pa_id, logs.pa_type)
+        if not isinstance(logs, PointsExpiryUpdateLog):
+            return (None, None)
+        return (logs.pa_id, logs.pa_type)
 
 
 @attrs.frozen(kw_only=True)
 class ItemFailure:
     """One per-item entry of updateExpiry's ``failures``."""
 
-    points_awarded_ref_id: int | None = None
-    points_awarded_ref_type: PointsAwardedRefType | str | None = attrs.field(
+    points_awarded_ref_id: int | JSONValue = attrs.field(default=None, converter=_read_int)
+    points_awarded_ref_type: PointsAwardedRefType | JSONValue = attrs.field(
         default=None, converter=_lenient_ref_type
     )
-    error_code: int | None = None
-    error_message: str | None = None
+    error_code: int | JSONValue = attrs.field(default=None, converter=_read_int)
+    error_message: str | JSONValue = attrs.field(default=None, converter=_as_sent)
 
     @property
-    def ref(self) -> tuple[int | None, PointsAwardedRefType | str | None]:
+    def ref(self) -> tuple[int | JSONValue, PointsAwardedRefType | JSONValue]:
         """The points-awarded record that failed."""
         return (self.points_awarded_ref_id, self.points_awarded_ref_type)
 
@@ -652,13 +748,15 @@ class ItemFailure:
 class ExpiryUpdateResult:
     """updateExpiry's answer, whichever of the documented envelopes carried it.
 
-    ``updates`` are the applied items, ``failures`` the refused ones. ``errors``
-    holds a top-level ``errors`` envelope that came together with per-item
-    data (one without item data raises instead).
+    ``updates`` are the applied items, ``failures`` the refused ones; an entry
+    of either list that is not a JSON object names no item and is kept as the
+    JSON it is, in its place. ``warnings`` and ``errors`` (a top-level
+    ``errors`` envelope that came together with per-item data; one without item
+    data raises instead) are the JSON as sent, ``[]`` when absent or null.
     """
 
-    updates: list[ExpiryUpdateEntry] = attrs.field(factory=list)
-    failures: list[ItemFailure] = attrs.field(factory=list)
-    warnings: list[Any] = attrs.field(factory=list)
-    errors: list[Any] = attrs.field(factory=list)
+    updates: list[ExpiryUpdateEntry | JSONValue] = attrs.field(factory=list)
+    failures: list[ItemFailure | JSONValue] = attrs.field(factory=list)
+    warnings: Any = attrs.field(factory=list)
+    errors: Any = attrs.field(factory=list)
     request_id: str | None = _not_on_wire()
