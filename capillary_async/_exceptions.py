@@ -243,7 +243,7 @@ def excerpt(text: object, limit: int = MAX_QUOTED) -> str:
     """
     try:
         value = text if isinstance(text, str) else str(text)
-    except ValueError:  # an integer past Python's digit limit, say
+    except (ValueError, RecursionError):  # past Python's digit limit, or nested too deep
         value = f"<{type(text).__name__} too large to show>"
     if len(value) > limit:
         # Redact before cutting, with room for a secret that straddles the cut.

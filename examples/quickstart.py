@@ -25,6 +25,7 @@ from capillary_async import (
     Entity,
     ExpiryDate,
     ExpiryUpdate,
+    PointsExpiryUpdateLog,
     RedemptionUpdate,
     StandardMeta,
 )
@@ -98,8 +99,9 @@ async def run(args: argparse.Namespace) -> None:
             )
             print(f"\nupdateExpiry (request id {result.request_id}):")
             for entry in result.updates:
-                logs = entry.points_expiry_update_logs
-                if logs is not None:
+                # Result models keep what they cannot read as the JSON it was.
+                logs = getattr(entry, "points_expiry_update_logs", None)
+                if isinstance(logs, PointsExpiryUpdateLog):
                     print(
                         f"  updated {logs.pa_type} {logs.pa_id}: "
                         f"{logs.old_expiry_date_iso} -> {logs.new_expiry_date_iso}"

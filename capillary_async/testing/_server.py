@@ -227,9 +227,10 @@ def _positive_int(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, int):
-        return value if value > 0 else None
-    if isinstance(value, str) and _DIGITS.fullmatch(value):
-        return int(value) or None
+        return value if 0 < value < 2**63 else None  # a Java long, as Capillary stores ids
+    if isinstance(value, str) and len(value) <= 19 and _DIGITS.fullmatch(value):
+        number = int(value)
+        return number if 0 < number < 2**63 else None
     return None
 
 
@@ -711,7 +712,7 @@ class Emulator:
         if entity["type"] not in ENTITY_TYPES:
             raise _Refusal(1212, "Entity type passed is not valid.")
         bill_id = body.get("billId")
-        if bill_id is not None and (_positive_int(bill_id) is None or len(str(bill_id)) > 19):
+        if bill_id is not None and _positive_int(bill_id) is None:
             raise _Refusal(750, "Redemption update failed: billId must be a positive whole number")
         purpose = body.get("purpose")
         if purpose is not None and (not isinstance(purpose, str) or len(purpose) > 255):
