@@ -593,3 +593,46 @@ async def test_max_response_bytes_reaches_the_client(
         capsys, "expiry", "apply", str(source), "--journal", str(journal), env=cli_env(emu)
     )
     assert code == 0  # FIXED_DATE rows are safe to resend, and now the answer is read
+
+
+# -- input that would exhaust the stack ------------------------------------------------------------
+
+
+async def test_a_line_nested_too_deep_is_an_invalid_row_and_the_job_goes_on(
+    emu: Emulator, tmp_path: Path
+) -> None:
+    items = fixed_days(sample(emu, 6))
+    lines = [json.dumps(item) for item in items]
+    lines.insert(3, "[" * 100_000 + "]" * 100_000)  # the parser would recurse 100,000 deep
+    nested: Any = "v"
+    for _ in range(40):
+        nested = {"k": nested}
+    lines.insert(5, json.dumps({**items[0], "customMeta": nested}))  # parses, then recurses
+    source = tmp_path / "in.jsonl"
+    source.write_text("\n".join(lines) + "\n")
+    for dry_run in (True, False):
+        failures = tmp_path / f"failures-{dry_run}.csv"
+        code, out, _ = await apply_here(
+            emu,
+            input=str(source),
+            dry_run=dry_run,
+            failures=str(failures),
+            journal=None if dry_run else str(tmp_path / "job.db"),
+        )
+        assert code == 1, out
+        rows = read_rows(failures)
+        assert [(row["line"], row["status"]) for row in rows] == [
+            ("4", "invalid"),
+            ("6", "invalid"),
+        ]
+        assert all("nested more than 16 levels deep" in row["error_message"] for row in rows)
+        assert rows[0]["error_message"].startswith("line 4:")
+    assert all(applied(emu, item) == 1 for item in items)
+
+
+def test_a_csv_header_nested_too_deep_is_refused(tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text(f"{REQUIRED},customMeta.{'a.' * 5000}b\n1,2,3,4,5\n")
+    deep = "nested more than 16 levels deep"
+    with pytest.raises(UsageError, match=deep), open_input(str(source), columns_of("expiry")):
+        pass

@@ -1,8 +1,9 @@
 """Input files, read lazily: JSONL (one wire object a line) and CSV (dotted wire names).
 
-Each row carries its line number; a row that cannot be read (bad JSON, bad
-CSV quoting, more cells than the header, a byte that is not UTF-8) becomes a
-row with an ``error`` instead of stopping the job. What makes the whole input
+Each row carries its line number; a row that cannot be read (bad JSON, JSON
+nested deeper than any wire object, bad CSV quoting, more cells than the
+header, a byte that is not UTF-8) becomes a row with an ``error`` instead of
+stopping the job. What makes the whole input
 unusable (a CSV header naming unknown columns or missing required ones, no
 rows at all) is a ``UsageError`` before anything is sent.
 """
@@ -34,6 +35,10 @@ __all__ = ["Columns", "Row", "columns_of", "count_rows", "open_input", "unflatte
 # bytes that are not UTF-8 become lone surrogates and spoil only their own line.
 _ENCODING = "utf-8-sig"
 _ERRORS = "surrogateescape"
+#: Deepest nesting a row may have. Wire objects nest two or three levels; a
+#: deeper row is refused on its own line, before anything (the parser, the
+#: models, the journal) could recurse through it and exhaust the stack.
+MAX_DEPTH = 16
 
 
 @attrs.frozen
@@ -161,27 +166,45 @@ def _not_utf8(text: str) -> str | None:
     return None
 
 
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether JSON data nests objects and arrays more than ``limit`` deep (no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+_TOO_DEEP = f"nested more than {MAX_DEPTH} levels deep"
+
+
+def _json_row(index: int, line: int, text: str) -> Row:
+    problem = _not_utf8(text)
+    if problem is not None:
+        return Row(index, line, error=f"line {line}: {problem}")
+    try:
+        data = json.loads(text)
+    except RecursionError:  # the C parser recurses once per level: "[" x 100,000
+        return Row(index, line, error=f"line {line}: not valid JSON ({_TOO_DEEP})")
+    except ValueError as exc:
+        return Row(index, line, error=f"line {line}: not valid JSON ({exc})")
+    if not isinstance(data, dict):
+        kind = type(data).__name__
+        return Row(index, line, error=f"line {line}: expected an object, got {kind}")
+    if _deeper_than(data, MAX_DEPTH):
+        return Row(index, line, error=f"line {line}: {_TOO_DEEP}")
+    return Row(index, line, data)
+
+
 def _jsonl(stream: IO[str]) -> Iterator[Row]:
     index = 0
     for line, text in enumerate(stream, start=1):
-        if not text.strip():
-            continue
-        problem = _not_utf8(text)
-        if problem is not None:
-            yield Row(index, line, error=f"line {line}: {problem}")
+        if text.strip():
+            yield _json_row(index, line, text)
             index += 1
-            continue
-        try:
-            data = json.loads(text)
-        except ValueError as exc:
-            yield Row(index, line, error=f"line {line}: not valid JSON ({exc})")
-        else:
-            if isinstance(data, dict):
-                yield Row(index, line, data)
-            else:
-                kind = type(data).__name__
-                yield Row(index, line, error=f"line {line}: expected an object, got {kind}")
-        index += 1
 
 
 def _cells(text: str) -> list[str]:
@@ -201,6 +224,12 @@ def _csv_header(lines: Iterator[tuple[int, str]], columns: Columns | None) -> li
             header = [name.strip() for name in _cells(text)]
         except csv.Error as exc:
             raise UsageError(f"line {line}: unreadable CSV header ({exc})") from None
+        deep = [name for name in header if name.count(".") >= MAX_DEPTH]
+        if deep:  # a row would nest as deep as its dotted names
+            raise UsageError(
+                f"the CSV header (line {line}) has columns {_TOO_DEEP}: {_names(deep)}. "
+                "Nothing was sent"
+            )
         problems = columns.problems(header) if columns is not None else []
         if columns is not None and problems:
             raise UsageError(
