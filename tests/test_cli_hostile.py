@@ -8,9 +8,11 @@ signals run the installed executable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import io
 import json
+import os
 import shutil
 import signal
 import sqlite3
@@ -19,14 +21,16 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp.web
+import anyio.lowlevel
 import pytest
 
 from capillary_async import BasicAuth
 from capillary_async._batch import failure_columns
+from capillary_async.cli import _run as run_module
 from capillary_async.cli import main
 from capillary_async.cli._env import UsageError
 from capillary_async.cli._inputs import columns_of, open_input
-from capillary_async.cli._journal import Resume, fingerprint, resume
+from capillary_async.cli._journal import Journal, JournalLock, Resume, fingerprint, resume
 from capillary_async.cli._run import ApplyOptions, apply
 from capillary_async.testing import Emulator, Faults, write_csv, write_jsonl
 
@@ -636,3 +640,306 @@ def test_a_csv_header_nested_too_deep_is_refused(tmp_path: Path) -> None:
     deep = "nested more than 16 levels deep"
     with pytest.raises(UsageError, match=deep), open_input(str(source), columns_of("expiry")):
         pass
+
+
+# -- a journal that cannot be written --------------------------------------------------------------
+
+
+class BrokenDisk:
+    """A journal connection whose writes of one kind fail as SQLite's do on a full disk."""
+
+    def __init__(self, db: sqlite3.Connection, statement: str, after: int) -> None:
+        self._db = db
+        self.statement = statement
+        self.after = after
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._db, name)
+
+    def executemany(self, sql: str, rows: Any) -> Any:
+        if self.statement in sql:
+            if self.after <= 0:
+                raise sqlite3.OperationalError("database or disk is full")
+            self.after -= 1
+        return self._db.executemany(sql, rows)
+
+
+def break_journal(monkeypatch: pytest.MonkeyPatch, change: Any) -> None:
+    """Have ``change(journal)`` applied to every journal the command line opens."""
+    real = Journal.open.__func__  # type: ignore[attr-defined]
+
+    async def opened(cls: type[Journal], *args: Any, **kwargs: Any) -> Journal:
+        journal: Journal = await real(cls, *args, **kwargs)
+        change(journal)
+        return journal
+
+    monkeypatch.setattr(Journal, "open", classmethod(opened))
+
+
+def journal_rows(path: Path) -> dict[int, str]:
+    with sqlite3.connect(path) as db:
+        return dict(db.execute("SELECT idx, state FROM items"))
+
+
+def fill_up(journal: Journal) -> None:
+    """SQLite's own "database or disk is full" as soon as the journal grows by two pages."""
+    pages = journal._db.execute("PRAGMA page_count").fetchone()[0]
+    journal._db.execute(f"PRAGMA max_page_count = {pages + 2}")
+
+
+@pytest.mark.parametrize("last_try", ["works", "fails"])
+async def test_a_full_disk_under_the_journal_stops_the_job_and_a_rerun_applies_nothing_twice(
+    emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, last_try: str
+) -> None:
+    items = fixed_days(sample(emu, 300))  # applied twice would extend twice
+    source = tmp_path / "in.jsonl"
+    write_jsonl(source, items)
+    journal, report = tmp_path / "job.db", tmp_path / "report.json"
+    if last_try == "works":  # outcomes overwrite rows in place: the last try finds room
+        break_journal(monkeypatch, fill_up)
+    else:  # outcomes can never be recorded after the first few
+        break_journal(monkeypatch, lambda j: setattr(j, "_db", BrokenDisk(j._db, "settled)", 3)))
+    options: dict[str, Any] = {"input": str(source), "journal": str(journal), "chunk_size": 10}
+    code, out, err = await apply_here(emu, report=str(report), concurrency=2, **options)
+    assert code == 1
+    assert "could not be written (the disk is full)" in err
+    assert "stopped" in err
+    assert "from memory" in out
+    summary = json.loads(report.read_text())
+    assert summary["complete"] is False
+    assert summary["succeeded"] == sum(applied(emu, item) for item in items) > 0
+    assert summary["succeeded"] + summary["failed"] + summary["unknown"] < 300  # stopped early
+    assert emu.stats.requests == summary["requests"]
+    states = journal_rows(journal)
+    for n, item in enumerate(items):  # a row the server applied never looks unsent
+        assert states.get(n) in (("succeeded", "in_flight") if applied(emu, item) else (None,))
+    if last_try == "works":
+        assert "every outcome known was saved" in err
+        assert "in_flight" not in states.values()
+    else:  # what a rerun does with rows that may have been applied
+        assert "in_flight" in states.values()
+        assert "--retry-unknown" in err
+
+    monkeypatch.undo()  # room on the disk again
+    code, _, err = await apply_here(emu, **options)
+    assert all(applied(emu, item) == 1 for item in items)  # every row once, none twice
+    left = journal_states(journal)
+    assert left.get("succeeded", 0) + left.get("unknown", 0) == 300
+    assert code == (1 if left.get("unknown") else 0)
+
+
+async def test_rows_the_journal_cannot_mark_in_flight_are_not_sent(
+    emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    items = fixed_days(sample(emu, 40))
+    source = tmp_path / "in.jsonl"
+    write_jsonl(source, items)
+    journal = tmp_path / "job.db"
+    break_journal(monkeypatch, lambda j: setattr(j, "_db", BrokenDisk(j._db, "'in_flight'", 1)))
+    code, out, err = await apply_here(
+        emu, input=str(source), journal=str(journal), chunk_size=10, concurrency=1
+    )
+    assert code == 1
+    assert "could not be written (the disk is full)" in err
+    assert emu.stats.requests == 1  # the chunk it marked, and nothing after
+    assert sum(applied(emu, item) for item in items) == 10
+    assert journal_states(journal) == {"succeeded": 10}
+    assert "succeeded" in out
+    assert "not attempted" in out
+
+
+async def test_rows_marked_in_flight_but_never_sent_are_not_left_looking_sent(
+    emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A second Ctrl-C while a chunk is marked, before its request: its rows were not sent."""
+    items = fixed_days(sample(emu, 30))
+    source = tmp_path / "in.jsonl"
+    write_jsonl(source, items)
+    journal = tmp_path / "job.db"
+    handlers: list[Any] = []
+    monkeypatch.setattr(run_module, "_catch_sigint", lambda h: handlers.append(h) or (lambda: None))
+    real_mark = Journal.mark_in_flight
+    marks = 0
+
+    async def mark_then_abort(self: Journal, rows: Any) -> None:
+        nonlocal marks
+        await real_mark(self, rows)
+        marks += 1
+        if marks == 2:
+            handlers[0]()  # Ctrl-C
+            handlers[0]()  # and again: abort
+            await anyio.lowlevel.checkpoint()
+
+    monkeypatch.setattr(Journal, "mark_in_flight", mark_then_abort)
+    code, _, _ = await apply_here(
+        emu, input=str(source), journal=str(journal), chunk_size=10, concurrency=1
+    )
+    assert code == 130
+    assert emu.stats.requests == 1
+    states = journal_rows(journal)
+    assert {states[n] for n in range(10)} == {"succeeded"}
+    assert {states[n] for n in range(10, 20)} == {"not_attempted"}  # never "unknown"
+    monkeypatch.undo()
+    code, _, _ = await apply_here(emu, input=str(source), journal=str(journal), chunk_size=10)
+    assert code == 0
+    assert all(applied(emu, item) == 1 for item in items)
+
+
+# -- the journal's lock ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["as given", "lock file deleted", "symlink", "hard link"])
+async def test_the_lock_is_on_the_journal_file_whatever_its_name(
+    emu: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str], how: str
+) -> None:
+    source = tmp_path / "in.jsonl"
+    write_jsonl(source, fixed_days(sample(emu, 5)))
+    journal = tmp_path / "job.db"
+    code, _, _ = await in_process(
+        capsys, "expiry", "apply", str(source), "--journal", str(journal), env=cli_env(emu)
+    )
+    assert code == 0
+    requests = emu.stats.requests
+    with sqlite3.connect(journal) as db:
+        db.execute("UPDATE items SET state = 'not_attempted'")  # as if there were more to send
+    name = journal
+    if how == "symlink":
+        name = tmp_path / "current.db"
+        name.symlink_to(journal.name)
+    elif how == "hard link":
+        name = tmp_path / "other.db"
+        name.hardlink_to(journal)
+    with JournalLock(journal) as lock:  # another run holds it
+        if how == "lock file deleted":
+            lock.holder_path.unlink()  # an operator's "stale lock" cleanup
+        code, _, err = await in_process(
+            capsys, "expiry", "apply", str(source), "--journal", str(name), env=cli_env(emu)
+        )
+    assert code == 2
+    assert str(name) in err
+    assert "in use by another capillary-async process" in err
+    if how != "lock file deleted":
+        assert f"pid {os.getpid()}" in err
+    assert emu.stats.requests == requests
+    assert not (tmp_path / "job.db.lock").exists()  # the holder removes its note
+
+
+# -- outputs that are the journal's or the input's files ------------------------------------------
+
+
+@pytest.mark.parametrize("option", ["--report", "--failures"])
+@pytest.mark.parametrize(
+    "target",
+    ["job.db-wal", "job.db-shm", "job.db-journal", "job.db.lock", "symlink", "hard link", "input"],
+)
+async def test_an_output_that_is_the_journals_or_the_inputs_file_is_refused(
+    emu: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, target: str
+) -> None:
+    source = tmp_path / "in.jsonl"
+    write_jsonl(source, fixed_days(sample(emu, 5)))
+    journal = tmp_path / "job.db"
+    args = ["expiry", "apply", str(source), "--journal", str(journal)]
+    code, _, _ = await in_process(capsys, *args, env=cli_env(emu))
+    assert code == 0
+    path = tmp_path / target
+    if target == "symlink":
+        path.symlink_to(journal)
+    elif target == "hard link":
+        path.hardlink_to(journal)
+    elif target == "input":
+        path.hardlink_to(source)
+    before = journal.read_bytes(), source.read_bytes()
+    code, _, err = await in_process(capsys, *args, option, str(path), env=cli_env(emu))
+    assert code == 2
+    assert "is the same file as" in err
+    assert (journal.read_bytes(), source.read_bytes()) == before
+    assert emu.stats.requests == 1
+
+
+# -- pipes and devices -----------------------------------------------------------------------------
+
+
+async def finishes(capsys: pytest.CaptureFixture[str], fifo: Path, *args: str, env: Any) -> Any:
+    """``in_process``, failing (not hanging) if the command blocks on the named pipe."""
+    task = asyncio.ensure_future(in_process(capsys, *args, env=env))
+    done, _ = await asyncio.wait([task], timeout=20)
+    if not done:
+        while not task.done():  # let a blocked open go through, and its reads and writes end
+            for flags in (os.O_RDONLY, os.O_WRONLY):
+                with contextlib.suppress(OSError):
+                    os.close(os.open(fifo, flags | os.O_NONBLOCK))
+            await asyncio.sleep(0.05)
+        raise AssertionError("the command blocked on a named pipe")
+    return task.result()
+
+
+@pytest.mark.parametrize("option", ["--report", "--failures", "--journal"])
+async def test_a_named_pipe_nobody_reads_is_refused_at_once(
+    emu: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str
+) -> None:
+    source = tmp_path / "in.jsonl"
+    write_jsonl(source, sample(emu, 3))
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    code, _, err = await finishes(
+        capsys, fifo, "expiry", "apply", str(source), option, str(fifo), env=cli_env(emu)
+    )
+    assert code == 2
+    assert "named pipe" in err
+    assert emu.stats.requests == 0
+
+
+def lock_beside_dev_null() -> bool:
+    return Path("/dev/null.lock").exists()
+
+
+async def test_a_journal_must_be_a_regular_file(
+    emu: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "in.jsonl"
+    write_jsonl(source, sample(emu, 3))
+    made_before = lock_beside_dev_null()
+    for path, kind in (("/dev/null", "a character device"), (str(source), "INPUT")):
+        code, _, err = await in_process(
+            capsys, "expiry", "apply", str(source), "--journal", path, env=cli_env(emu)
+        )
+        assert code == 2
+        assert kind in err
+    assert lock_beside_dev_null() == made_before
+    assert emu.stats.requests == 0
+
+
+async def test_outputs_reach_a_named_pipe_and_a_process_substitution(
+    emu: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / "in.jsonl"
+    write_jsonl(source, [*sample(emu, 3), {"pointsAwardedRefId": "x"}])
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)  # a reader is there, as `cat fifo` is
+    read_end, write_end = os.pipe()  # what bash passes for >(gzip > failures.csv.gz)
+    try:
+        code, _, err = await finishes(
+            capsys,
+            fifo,
+            "expiry",
+            "apply",
+            str(source),
+            "--report",
+            str(fifo),
+            "--failures",
+            f"/dev/fd/{write_end}",
+            env=cli_env(emu),
+        )
+        assert code == 1, err
+        os.close(write_end)  # the shell's end: the reader then sees the end of the output
+        write_end = -1
+        report = os.read(reader, 1 << 20)  # small outputs wait in the pipes' buffers
+        assert json.loads(report)["total"] == 4
+        assert os.read(reader, 1) == b""  # and the output was closed
+        (row,) = csv.DictReader(io.StringIO(os.read(read_end, 1 << 20).decode()))
+        assert (row["line"], row["status"]) == ("4", "invalid")
+    finally:
+        for fd in (reader, read_end, write_end):
+            if fd >= 0:
+                os.close(fd)

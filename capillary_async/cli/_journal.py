@@ -12,12 +12,14 @@ fingerprint, and owned by one process at a time (``JournalLock``).
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import hashlib
 import json
 import os
 import socket
 import sqlite3
+import stat
 import sys
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
 from pathlib import Path
@@ -34,12 +36,15 @@ __all__ = [
     "Failure",
     "Journal",
     "JournalError",
+    "JournalIOError",
     "JournalLock",
     "JournalMismatchError",
     "Journalled",
     "Resume",
+    "file_kind",
     "fingerprint",
     "resume",
+    "shown",
     "stored_ref",
 ]
 
@@ -79,6 +84,10 @@ class JournalError(Exception):
 
 class JournalMismatchError(JournalError):
     """The journal belongs to another input file or target."""
+
+
+class JournalIOError(JournalError):
+    """The journal could not be written (a full disk, an I/O error) or read during a run."""
 
 
 def fingerprint(kind: str, path: str, target: str) -> str:
@@ -165,45 +174,128 @@ class Failure:
 # -- one process per journal ------------------------------------------------------------------
 
 
-class JournalLock:
-    """An OS lock on ``<journal>.lock``, held for a whole run: one process per journal.
+def shown(path: object) -> str:
+    """A path as printed: any control character in it neutralised."""
+    return excerpt(path, 4000)
 
-    The lock is the kernel's (``flock``), so it goes with the process however it
-    ends; the file keeps the holder's pid and host for the message a second
-    process prints. The file is left in place: removing it would let a process
-    that opened it just before lock a file nobody else can see.
+
+class JournalLock:
+    """The kernel's lock (``flock``) on the journal file itself, held for a whole run.
+
+    The database file is opened by its real path and locked, so every name it
+    goes by (a symlink, a hard link, another path to its directory) meets the
+    same lock, and no file next to it can be deleted to get around it. SQLite's
+    own locks are POSIX ``fcntl`` locks, which on Linux do not interact with
+    ``flock``. The lock goes with the process however it ends. A sidecar
+    ``<journal>.lock`` only says who holds it, for the message a second process
+    prints; the holder removes it when it lets go.
     """
 
     def __init__(self, journal: Path) -> None:
         self.journal = journal
-        self.path = journal.with_name(journal.name + ".lock")
+        #: The file itself: what the lock covers and what SQLite must open.
+        self.path = Path(os.path.realpath(journal))
+        self.holder_path = self.path.with_name(self.path.name + ".lock")
         self._fd: int | None = None
+        self._created = False
+
+    @property
+    def name(self) -> str:
+        """The journal as the messages name it: as given, and the file it is if that differs."""
+        given = f"journal {shown(self.journal)}"
+        if os.path.abspath(self.journal) != str(self.path):
+            given += f" (the file {shown(self.path)})"
+        return given
 
     def acquire(self) -> None:
-        """Take the lock, or raise ``JournalError`` naming the holder at once."""
+        """Take the lock, or raise ``JournalError`` naming the journal and its holder at once."""
+        for _ in range(5):
+            fd = self._open()
+            try:
+                locked = _try_lock(fd)
+            except OSError as exc:  # a file system without locks, say
+                os.close(fd)
+                raise JournalError(f"{self.name} cannot be locked ({_os_reason(exc)})") from None
+            # Replaced or removed between the open and the lock (its holder removed
+            # an empty file it had made): then lock what the path names now.
+            if locked and _same_file(self.path, fd):
+                break
+            holder = None if locked else _read_holder(self.holder_path) or _lock_holder(fd)
+            os.close(fd)
+            if not locked:
+                raise JournalError(
+                    f"{self.name} is in use by another capillary-async process "
+                    f"({holder or 'a process that has not said who it is'}); wait for it "
+                    "to finish, or stop it, then run again"
+                )
+        else:
+            raise JournalError(f"{self.name} keeps being replaced; nothing was sent")
+        self._fd = fd
+        self._write_holder()
+
+    def holds(self, path: Path) -> bool:
+        """Whether ``path`` is the file this lock holds (SQLite opened what was locked)."""
+        return self._fd is not None and _same_file(path, self._fd)
+
+    def _open(self) -> int:
         try:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            info = os.stat(self.path)
+        except FileNotFoundError:
+            info = None
+        except OSError as exc:
+            raise JournalError(f"{self.name} cannot be used ({_os_reason(exc)})") from None
+        if info is not None and not stat.S_ISREG(info.st_mode):
+            raise JournalError(_not_regular(self.name, info.st_mode))
+        # Never blocks (a FIFO put there meanwhile), never follows a link put there.
+        flags = os.O_RDWR | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | os.O_NOCTTY
+        try:
+            fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o644)
+            self._created = True
+        except FileExistsError:
+            try:
+                fd = os.open(self.path, flags)
+            except OSError as exc:
+                raise JournalError(f"{self.name} cannot be opened ({_os_reason(exc)})") from None
         except OSError as exc:
             raise JournalError(
-                f"journal {self.journal}: cannot create its lock file {self.path} "
-                f"({exc.strerror or 'error'})"
+                f"{self.name} cannot be created ({_os_reason(exc)}); does its directory exist, "
+                "and may it be written?"
             ) from None
-        if not _try_lock(fd):
-            holder = _read_holder(fd)
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
             os.close(fd)
-            raise JournalError(
-                f"journal {self.journal} is in use by another capillary-async process "
-                f"({holder}); wait for it to finish, or stop it, then run again"
-            )
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
-        self._fd = fd
+            raise JournalError(_not_regular(self.name, mode))
+        return fd
+
+    def _write_holder(self) -> None:
+        # Best effort: the lock is the journal's; this only names its holder.
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            fd = os.open(self.holder_path, flags, 0o644)
+        except OSError:
+            return
+        try:
+            if stat.S_ISREG(os.fstat(fd).st_mode):
+                os.ftruncate(fd, 0)
+                os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode())
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
 
     def release(self) -> None:
-        """Let the next process in (the lock file stays)."""
+        """Let the next process in; an empty journal this run made is removed first."""
         fd, self._fd = self._fd, None
-        if fd is not None:
-            os.ftruncate(fd, 0)
+        if fd is None:
+            return
+        try:  # while the lock is held, so nobody else is using either file
+            with contextlib.suppress(OSError):
+                if stat.S_ISREG(os.lstat(self.holder_path).st_mode):
+                    os.unlink(self.holder_path)
+            with contextlib.suppress(OSError):
+                if self._created and os.fstat(fd).st_size == 0 and _same_file(self.path, fd):
+                    os.unlink(self.path)
+        finally:
             os.close(fd)  # closing the descriptor releases the lock
 
     def __enter__(self) -> JournalLock:
@@ -214,16 +306,84 @@ class JournalLock:
         self.release()
 
 
-def _read_holder(fd: int) -> str:
-    os.lseek(fd, 0, os.SEEK_SET)
-    text = os.read(fd, 256).decode("utf-8", "replace").strip()
-    return excerpt(text, 120) if text else "a process that has not said who it is yet"
+def _same_file(path: Path, fd: int) -> bool:
+    try:
+        here, there = os.stat(path), os.fstat(fd)
+    except OSError:
+        return False
+    return (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino)
+
+
+def _not_regular(name: str, mode: int) -> str:
+    return (
+        f"{name} is {file_kind(mode)}, not a regular file; give the path of a journal file "
+        "(it is made if it does not exist)"
+    )
+
+
+def file_kind(mode: int) -> str:
+    """What a file that is not a regular one is, in words."""
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a named pipe"
+    if stat.S_ISCHR(mode):
+        return "a character device"
+    if stat.S_ISBLK(mode):
+        return "a block device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def _os_reason(exc: OSError) -> str:
+    return exc.strerror or "error"
+
+
+def _read_holder(path: Path) -> str | None:
+    """What the holder wrote in the sidecar, if it is there."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    except OSError:
+        return None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        text = os.read(fd, 256).decode("utf-8", "replace").strip()
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return excerpt(text, 120) if text else None
+
+
+def _lock_holder(fd: int) -> str | None:
+    """Who holds the ``flock`` on ``fd``'s file, from Linux's ``/proc/locks``.
+
+    For a journal reached by a hard link, or whose sidecar was deleted.
+    """
+    try:
+        info = os.fstat(fd)
+        wanted = f"{os.major(info.st_dev):02x}:{os.minor(info.st_dev):02x}:{info.st_ino}"
+        with open("/proc/locks", encoding="ascii", errors="replace") as locks:
+            for line in locks:
+                # "1: FLOCK  ADVISORY  WRITE 1234 08:01:5678 0 EOF" (waiters have "->")
+                fields = line.split()
+                if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == wanted:
+                    return f"pid {excerpt(fields[4], 20)} on this machine"
+    except (OSError, ValueError):
+        pass
+    return None
 
 
 if sys.platform == "win32":  # pragma: no cover - the tests run on POSIX
     import msvcrt
 
+    #: Windows locks are mandatory: lock a byte far past anything SQLite reads.
+    _LOCK_OFFSET = 1 << 40
+
     def _try_lock(fd: int) -> bool:
+        os.lseek(fd, _LOCK_OFFSET, os.SEEK_SET)
         try:
             msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
         except OSError:
@@ -245,23 +405,34 @@ else:
 
 
 class Journal:
-    """One job's journal; every call runs in a worker thread, one at a time."""
+    """One job's journal; every call runs in a worker thread, one at a time.
 
-    def __init__(self, path: Path, connection: sqlite3.Connection) -> None:
+    A failure to write or read it during a run (a full disk, an I/O error) is a
+    ``JournalIOError`` in our words; a failed write changes nothing.
+    """
+
+    def __init__(self, path: Path, connection: sqlite3.Connection, name: str | None = None) -> None:
         self.path = path
+        #: How messages name it ("journal job.db"), control characters neutralised.
+        self.name = name or f"journal {shown(path)}"
         self._db = connection
         self._limiter = anyio.CapacityLimiter(1)
 
     @classmethod
-    async def open(cls, path: str | Path, fingerprint: str) -> Journal:
+    async def open(cls, path: str | Path, fingerprint: str, *, name: str | None = None) -> Journal:
         """Open or create; refuses anything that is not this job's journal, changing nothing."""
         journal_path = Path(path)
-        return cls(
-            journal_path, await anyio.to_thread.run_sync(_connect, journal_path, fingerprint)
-        )
+        name = name or f"journal {shown(journal_path)}"
+        connection = await anyio.to_thread.run_sync(_connect, journal_path, fingerprint, name)
+        return cls(journal_path, connection, name)
 
-    async def _run(self, call: Callable[..., T], *args: Any) -> T:
-        return await anyio.to_thread.run_sync(call, *args, limiter=self._limiter)
+    async def _run(self, call: Callable[..., T], *args: Any, doing: str = "written") -> T:
+        try:
+            return await anyio.to_thread.run_sync(call, *args, limiter=self._limiter)
+        except sqlite3.Error as exc:
+            raise JournalIOError(
+                f"the {self.name} could not be {doing} ({sqlite_reason(exc)})"
+            ) from None
 
     async def close(self) -> None:
         await self._run(self._db.close)
@@ -345,6 +516,7 @@ class Journal:
                     (after, batch),
                 ).fetchall(),
                 last,
+                doing="read",
             )
             if not rows:
                 return
@@ -371,15 +543,16 @@ class Journal:
                 "counters": {k.split(":", 1)[1]: int(v) for k, v in meta.items()},
             }
 
-        return await self._run(read)
+        return await self._run(read, doing="read")
 
     async def export_failures(self, write: Callable[[Iterator[Failure]], T]) -> T:
         """``write`` over every row that did not succeed, in the journal's thread, in order.
 
         Rows are read in batches as ``write`` consumes them, so a failures file
-        of millions of rows costs flat memory and no loop turn per row.
+        of millions of rows costs flat memory and no loop turn per row. An
+        ``OSError`` of ``write`` (its file) comes through as it is.
         """
-        return await self._run(lambda: write(self._failures()))
+        return await self._run(lambda: write(self._failures()), doing="read")
 
     def _failures(self, batch: int = 5000) -> Iterator[Failure]:
         last = -1
@@ -418,6 +591,8 @@ class Journal:
 
 
 class _Transaction:
+    """All or nothing; a failed COMMIT (a full disk) is rolled back, never left open."""
+
     def __init__(self, db: sqlite3.Connection) -> None:
         self.db = db
 
@@ -425,15 +600,75 @@ class _Transaction:
         self.db.execute("BEGIN")
 
     def __exit__(self, kind: object, *rest: object) -> None:
-        self.db.execute("ROLLBACK" if kind is not None else "COMMIT")
+        if kind is None:
+            try:
+                self.db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+        else:
+            self._rollback()  # the statement's own error is the one that matters
+
+    def _rollback(self) -> None:
+        if self.db.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("ROLLBACK")
+
+
+#: SQLite's primary result codes, in words (Python 3.11+ names them on the exception).
+_SQLITE_REASONS = {
+    "SQLITE_FULL": "the disk is full",
+    "SQLITE_IOERR": "a disk input/output error",
+    "SQLITE_READONLY": "it is read-only",
+    "SQLITE_CANTOPEN": "a file could not be opened",
+    "SQLITE_PERM": "permission denied",
+    "SQLITE_BUSY": "another program is using it",
+    "SQLITE_LOCKED": "another program is using it",
+    "SQLITE_CORRUPT": "it is damaged",
+    "SQLITE_NOTADB": "it is not an SQLite database",
+    "SQLITE_NOMEM": "out of memory",
+}
+#: The same from SQLite's fixed English texts, for Python 3.10.
+_SQLITE_TEXTS = (
+    ("disk is full", "SQLITE_FULL"),
+    ("disk i/o", "SQLITE_IOERR"),
+    ("readonly", "SQLITE_READONLY"),
+    ("unable to open", "SQLITE_CANTOPEN"),
+    ("locked", "SQLITE_BUSY"),
+    ("malformed", "SQLITE_CORRUPT"),
+    ("not a database", "SQLITE_NOTADB"),
+)
+
+
+def sqlite_code(exc: sqlite3.Error) -> str | None:
+    """The primary SQLite result code of an error (``SQLITE_FULL``), when known."""
+    name = getattr(exc, "sqlite_errorname", None)
+    if isinstance(name, str):
+        for code in _SQLITE_REASONS:
+            if name == code or name.startswith(code + "_"):
+                return code
+    text = str(exc).lower()
+    return next((code for fragment, code in _SQLITE_TEXTS if fragment in text), None)
+
+
+def sqlite_reason(exc: sqlite3.Error) -> str:
+    """Why SQLite failed, in our words (never its exception's repr)."""
+    code = sqlite_code(exc)
+    return _SQLITE_REASONS[code] if code else "an SQLite error"
 
 
 # -- opening ----------------------------------------------------------------------------------
 
 
-def _connect(path: Path, stamp: str) -> sqlite3.Connection:
+#: Failures to open that say nothing about what the file holds.
+_ENVIRONMENT_CODES = frozenset(
+    {"SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM"}
+    | {"SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_NOMEM"}
+)
+
+
+def _connect(path: Path, stamp: str, name: str) -> sqlite3.Connection:
     """The journal at ``path``, made or upgraded; ``JournalError`` for anything else there."""
-    name = f"journal {path}"
     if path.is_dir():
         raise JournalError(f"{name} is a directory; give the path of a journal file")
     if path.exists():
@@ -452,8 +687,12 @@ def _connect(path: Path, stamp: str) -> sqlite3.Connection:
         ) from None
     try:
         _adopt(db, name, stamp)
-    except sqlite3.DatabaseError:
+    except sqlite3.DatabaseError as exc:
         db.close()
+        if sqlite_code(exc) in _ENVIRONMENT_CODES:
+            raise JournalError(
+                f"{name} cannot be used ({sqlite_reason(exc)}); nothing was sent"
+            ) from None
         raise JournalError(f"{name} is damaged or is not a journal; left as it is") from None
     except BaseException:
         db.close()
