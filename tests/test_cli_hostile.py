@@ -943,3 +943,92 @@ async def test_outputs_reach_a_named_pipe_and_a_process_substitution(
         for fd in (reader, read_end, write_end):
             if fd >= 0:
                 os.close(fd)
+
+
+# -- control characters never reach the terminal --------------------------------------------------
+
+
+ESCAPE = "\x1b[2J\x1b]0;pwned\x07"
+
+
+@pytest.fixture
+async def escaping_server() -> AsyncIterator[str]:
+    """A server that refuses each item, then the credentials, with terminal escapes."""
+    calls = 0
+
+    async def answer(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        nonlocal calls
+        calls += 1
+        body = await request.json()
+        if calls > 1:
+            text = json.dumps({"errors": [{"code": 401, "message": f"denied{ESCAPE}"}]})
+            return aiohttp.web.Response(status=401, text=text, content_type="application/json")
+        failures = [
+            {
+                "pointsAwardedRefId": item["pointsAwardedRefId"],
+                "pointsAwardedRefType": item["pointsAwardedRefType"],
+                "errorCode": 8015,
+                "errorMessage": f"no{ESCAPE}",
+            }
+            for item in body["expiryDateUpdateRequest"]
+        ]
+        return aiohttp.web.json_response({"failures": failures})
+
+    app = aiohttp.web.Application()
+    app.router.add_post("/v2/points/updateExpiry", answer)
+    runner = aiohttp.web.AppRunner(app)
+    await runner.setup()
+    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
+async def test_server_text_reaches_the_terminal_without_control_characters(
+    emu: Emulator, escaping_server: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    source = tmp_path / f"in{ESCAPE}.jsonl"
+    write_jsonl(source, sample(emu, 4))
+    failures = tmp_path / "failures.csv"
+    env = cli_env(emu, CAPILLARY_BASE_URL=escaping_server)
+    code, out, err = await in_process(
+        capsys, "expiry", "apply", str(source), "--chunk-size", "2", "--concurrency", "1",
+        "--failures", str(failures), env=env,
+    )  # fmt: skip
+    assert code == 1
+    assert "stopped early: the server refused the credentials: denied\\x1b[2J" in out
+    assert "in\\x1b[2J" in out  # the file name too
+    assert "\x1b" not in out + err
+    assert "\x07" not in out + err
+    messages = [row["error_message"] for row in read_rows(failures)]
+    assert "no\\x1b[2J\\x1b]0;pwned\\x07" in messages[0]
+    assert not any("\x1b" in message for message in messages)
+
+
+async def test_input_values_and_paths_reach_the_terminal_without_control_characters(
+    emu: Emulator, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    item = sample(emu, 1)[0]
+    item["expiryDate"] = {"expiryType": f"FIXED{ESCAPE}", "expiryValue": "30"}
+    source = tmp_path / "in.jsonl"
+    write_jsonl(source, [item])
+    code, out, err = await in_process(
+        capsys, "expiry", "apply", str(source), "--dry-run", env=cli_env(None)
+    )
+    assert code == 1
+    assert "FIXED\\x1b[2J" in out
+    assert "\x1b" not in out + err
+    for journal in (tmp_path / f"job{ESCAPE}.db", tmp_path / f"dir{ESCAPE}"):
+        if journal.name.startswith("job"):
+            journal.write_text("not a journal\n")
+        else:
+            journal.mkdir()
+        code, out, err = await in_process(
+            capsys, "expiry", "apply", str(source), "--journal", str(journal), env=cli_env(emu)
+        )
+        assert code == 2
+        assert "\\x1b[2J" in err
+        assert "\x1b" not in out + err
+    assert emu.stats.requests == 0

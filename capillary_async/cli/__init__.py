@@ -13,6 +13,7 @@ import sys
 from collections.abc import Mapping, Sequence
 
 from .. import DEFAULT_MAX_RESPONSE_BYTES
+from .._exceptions import excerpt
 from ._env import UsageError, credentials_from_env, target_from
 from ._run import EXIT_INTERRUPTED, EXIT_USAGE, ApplyOptions, apply
 
@@ -68,7 +69,10 @@ def _apply_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], kind
     parser.add_argument(
         "--journal",
         metavar="PATH",
-        help="SQLite journal: rerun to resume (one process at a time, locked by PATH.lock)",
+        help=(
+            "SQLite journal: rerun to resume (a regular file; one process at a time, "
+            "locked by the OS)"
+        ),
     )
     parser.add_argument("--dry-run", action="store_true", help="validate every row, send nothing")
     parser.add_argument("--fail-fast", action="store_true", help="stop at the first chunk failure")
@@ -141,7 +145,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     try:
         return asyncio.run(_dispatch(args, os.environ if env is None else env))
     except UsageError as exc:
-        print(f"capillary-async: error: {exc}", file=sys.stderr)
+        # Built from our words and neutralised quotes; neutralised again as a whole, so
+        # no control character from a file name or a value can reach the terminal.
+        print(f"capillary-async: error: {excerpt(exc, 20_000)}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED

@@ -18,6 +18,7 @@ def target_from(base_url: str | None, cluster: str | None, env: Mapping[str, str
     """The base URL from --base-url / --cluster, else CAPILLARY_BASE_URL / CAPILLARY_CLUSTER."""
     if base_url and cluster:
         raise UsageError("give --base-url or --cluster, not both")
+    source = "--base-url" if base_url else "CAPILLARY_BASE_URL"
     base_url = base_url or (None if cluster else env.get("CAPILLARY_BASE_URL"))
     cluster = cluster or (None if base_url else env.get("CAPILLARY_CLUSTER"))
     try:
@@ -26,7 +27,11 @@ def target_from(base_url: str | None, cluster: str | None, env: Mapping[str, str
         if cluster:
             return Cluster.from_name(cluster).base_url
     except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        # Named, not quoted: a URL may carry a user and password before its host.
+        text = str(exc)
+        if base_url:
+            text = text.removeprefix("base_url: ").replace(repr(base_url), f"the URL in {source}")
+        raise UsageError(text) from None
     raise UsageError(
         "no target: pass --base-url or --cluster, or set CAPILLARY_BASE_URL or CAPILLARY_CLUSTER"
     )
