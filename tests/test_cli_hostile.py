@@ -714,7 +714,7 @@ async def test_a_full_disk_under_the_journal_stops_the_job_and_a_rerun_applies_n
     for n, item in enumerate(items):  # a row the server applied never looks unsent
         assert states.get(n) in (("succeeded", "in_flight") if applied(emu, item) else (None,))
     if last_try == "works":
-        assert "every outcome known was saved" in err
+        assert "Every outcome this run knows was saved" in err
         assert "in_flight" not in states.values()
     else:  # what a rerun does with rows that may have been applied
         assert "in_flight" in states.values()
@@ -822,6 +822,37 @@ async def test_the_lock_is_on_the_journal_file_whatever_its_name(
         assert f"pid {os.getpid()}" in err
     assert emu.stats.requests == requests
     assert not (tmp_path / "job.db.lock").exists()  # the holder removes its note
+
+
+def test_the_lock_removes_only_an_empty_journal_it_made_and_sqlite_never_opened(
+    tmp_path: Path,
+) -> None:
+    journal = tmp_path / "job.db"
+    with JournalLock(journal):
+        assert journal.exists()
+    assert not journal.exists()  # made for a run that stopped before opening it
+    with JournalLock(journal) as lock:
+        lock.opened = True  # in WAL mode an empty file may have all its data in -wal
+    assert journal.exists()
+
+
+async def test_a_scratch_journal_that_cannot_be_written_is_kept_to_resume_from(
+    emu: Emulator, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    items = fixed_days(sample(emu, 60))
+    source = tmp_path / "in.jsonl"
+    write_jsonl(source, items)
+    break_journal(monkeypatch, lambda j: setattr(j, "_db", BrokenDisk(j._db, "settled)", 0)))
+    code, _, err = await apply_here(emu, input=str(source), chunk_size=10, concurrency=1)
+    assert code == 1
+    assert "could not be written (the disk is full)" in err
+    kept = Path(err.split("journal is kept in ")[1].split()[0])
+    assert "to finish the job without repeating what was sent" in err
+    monkeypatch.undo()
+    code, _, _ = await apply_here(emu, input=str(source), journal=str(kept), chunk_size=10)
+    assert all(applied(emu, item) <= 1 for item in items)  # never twice
+    assert journal_states(kept).get("succeeded", 0) + journal_states(kept).get("unknown", 0) == 60
+    shutil.rmtree(kept.parent)
 
 
 # -- outputs that are the journal's or the input's files ------------------------------------------

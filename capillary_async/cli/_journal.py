@@ -174,6 +174,11 @@ class Failure:
 # -- one process per journal ------------------------------------------------------------------
 
 
+#: Opening never waits (a FIFO put where a file was expected) and never follows a link.
+_NONBLOCK = getattr(os, "O_NONBLOCK", 0)
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+
+
 def shown(path: object) -> str:
     """A path as printed: any control character in it neutralised."""
     return excerpt(path, 4000)
@@ -198,6 +203,8 @@ class JournalLock:
         self.holder_path = self.path.with_name(self.path.name + ".lock")
         self._fd: int | None = None
         self._created = False
+        #: Set once SQLite has opened it: from then on the file is never removed here.
+        self.opened = False
 
     @property
     def name(self) -> str:
@@ -247,7 +254,7 @@ class JournalLock:
         if info is not None and not stat.S_ISREG(info.st_mode):
             raise JournalError(_not_regular(self.name, info.st_mode))
         # Never blocks (a FIFO put there meanwhile), never follows a link put there.
-        flags = os.O_RDWR | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | os.O_NOCTTY
+        flags = os.O_RDWR | _NONBLOCK | _NOFOLLOW | getattr(os, "O_NOCTTY", 0)
         try:
             fd = os.open(self.path, flags | os.O_CREAT | os.O_EXCL, 0o644)
             self._created = True
@@ -269,7 +276,7 @@ class JournalLock:
 
     def _write_holder(self) -> None:
         # Best effort: the lock is the journal's; this only names its holder.
-        flags = os.O_WRONLY | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
+        flags = os.O_WRONLY | os.O_CREAT | _NONBLOCK | _NOFOLLOW
         try:
             fd = os.open(self.holder_path, flags, 0o644)
         except OSError:
@@ -284,7 +291,7 @@ class JournalLock:
             os.close(fd)
 
     def release(self) -> None:
-        """Let the next process in; an empty journal this run made is removed first."""
+        """Let the next process in; an empty file this run made and never used is removed."""
         fd, self._fd = self._fd, None
         if fd is None:
             return
@@ -293,7 +300,9 @@ class JournalLock:
                 if stat.S_ISREG(os.lstat(self.holder_path).st_mode):
                     os.unlink(self.holder_path)
             with contextlib.suppress(OSError):
-                if self._created and os.fstat(fd).st_size == 0 and _same_file(self.path, fd):
+                # Never once SQLite had it: in WAL mode its data may all be in -wal.
+                unused = self._created and not self.opened and os.fstat(fd).st_size == 0
+                if unused and _same_file(self.path, fd):
                     os.unlink(self.path)
         finally:
             os.close(fd)  # closing the descriptor releases the lock
@@ -343,7 +352,7 @@ def _os_reason(exc: OSError) -> str:
 def _read_holder(path: Path) -> str | None:
     """What the holder wrote in the sidecar, if it is there."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+        fd = os.open(path, os.O_RDONLY | _NONBLOCK | _NOFOLLOW)
     except OSError:
         return None
     try:
@@ -371,7 +380,7 @@ def _lock_holder(fd: int) -> str | None:
                 fields = line.split()
                 if len(fields) > 5 and fields[1] == "FLOCK" and fields[5] == wanted:
                     return f"pid {excerpt(fields[4], 20)} on this machine"
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):  # not Linux
         pass
     return None
 

@@ -124,7 +124,7 @@ class _Kind:
 class RowSpec:
     """The endpoint's spec, over rows: keeps each item's row (index and line) with it.
 
-    ``on_send`` hears of the items of every request just before it is made:
+    ``on_request`` hears of the items of every request just before it is made:
     from then on they may have reached the server.
     """
 
@@ -132,11 +132,11 @@ class RowSpec:
         self,
         kind: _Kind,
         inner: Any,
-        on_send: Callable[[list[Prepared]], None] | None = None,
+        on_request: Callable[[list[Prepared]], None] | None = None,
     ) -> None:
         self.kind = kind
         self.inner = inner
-        self.on_send = on_send
+        self.on_request = on_request
         self.max_chunk_size = getattr(inner, "max_chunk_size", None)
 
     def prepare(self, raw: object) -> Prepared:
@@ -161,8 +161,8 @@ class RowSpec:
         return bool(self.inner.idempotent(item.model))
 
     async def send(self, items: list[Prepared]) -> tuple[Any, str | None]:
-        if self.on_send is not None:
-            self.on_send(items)
+        if self.on_request is not None:
+            self.on_request(items)
         result: tuple[Any, str | None] = await self.inner.send([p.model for p in items])
         return result
 
@@ -359,7 +359,7 @@ def _probe(option: str, path: str) -> _Output:
 def _open_stream(option: str, path: str) -> int:
     """A pipe or device opened for writing now, without waiting for a reader."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_NOCTTY)
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | getattr(os, "O_NOCTTY", 0))
     except OSError as exc:
         if exc.errno == errno.ENXIO:  # a named pipe with no reader
             raise UsageError(
@@ -626,6 +626,8 @@ async def _run(
         journal = await Journal.open(path, stamp, name=name)
     except JournalError as exc:
         raise UsageError(str(exc)) from None
+    if lock is not None:
+        lock.opened = True  # SQLite has it now: the lock never removes it
     try:
         if lock is not None and not lock.holds(path):
             raise UsageError(f"{name} was replaced while it was opened; nothing was sent")
@@ -670,6 +672,9 @@ class _JobRun:
         self.journal_problem: str | None = None
         #: Whether the journal holds every outcome this run knows.
         self.journal_complete = True
+        #: Whether that failure stopped the job (rather than came once it had ended).
+        self.stopped_by_journal = False
+        self.job_done = False
         self.output_problems: list[str] = []
 
     @property
@@ -702,7 +707,7 @@ class _JobRun:
                 if self.kind.name == "expiry"
                 else _RedemptionSpec(client, UNSET)
             )
-            spec = RowSpec(self.kind, inner, on_send=self._handed)
+            spec = RowSpec(self.kind, inner, on_request=self._handed)
             job: Job[Prepared, Any] = Job(
                 spec,
                 self._rows_to_send(rows),
@@ -747,7 +752,8 @@ class _JobRun:
         """Stop the job at the journal's first failure: nothing more is sent."""
         if self.journal_problem is None:
             self.journal_problem = str(exc)
-            if self.job is not None:
+            if self.job is not None and not self.job_done:
+                self.stopped_by_journal = True
                 self.job.stop(f"{exc}: nothing more is sent", drain=False)
 
     async def _save(self, entries: list[Entry]) -> bool:
@@ -760,15 +766,16 @@ class _JobRun:
         return True
 
     def _journal_message(self) -> str:
-        problem = self.journal_problem
+        problem = f"capillary-async: error: {self.journal_problem}."
+        if self.stopped_by_journal:
+            problem += " The job was stopped: nothing more was sent."
         if self.journal_complete:
             return (
-                f"capillary-async: error: {problem}; the job was stopped, and every outcome "
-                "known was saved afterwards: rerun the same command to finish it"
+                f"{problem} Every outcome this run knows was saved in the journal nonetheless: "
+                "rerun the same command to finish the job"
             )
         return (
-            f"capillary-async: error: {problem}. The job was stopped: nothing more was sent, "
-            "and the counts above are this run's, from memory. The journal does not hold "
+            f"{problem} The counts above are this run's, from memory. The journal does not hold "
             "every outcome of this run: a rerun with it sends again every row without a "
             "recorded verdict, except FIXED_DAYS / FIXED_MONTHS rows recorded as in flight "
             "(they may have been applied), which stay unknown until you check them and "
@@ -965,6 +972,7 @@ class _JobRun:
                     display.update(self.done, self.failures, final=True)
             finally:
                 restore()
+                self.job_done = True  # its outcomes are all in (or it was aborted)
                 with anyio.CancelScope(shield=True):  # an abort still saves what is known
                     await self._save_last(job, pending + self._unfinished())
 
