@@ -943,22 +943,28 @@ class Job(Generic[ItemT, ResultT]):
                 await self._finish(chunk.items, OutcomeStatus.NOT_ATTEMPTED)
                 self._chunk_done()
                 return
+        sent = False
+        error: CapillaryError | None = None
         async with self.pacer.limiter:
-            report = self.report
-            report.requests += 1
-            if chunk.attempt:
-                report.retried_requests += 1
-            elif chunk.split:
-                report.split_requests += 1
-            else:
-                self._sent += len(items)
-            chunk.attempt += 1
-            try:
-                result, request_id = await self.spec.send(items)
-            except CapillaryError as exc:
-                error: CapillaryError | None = exc
-            else:
-                error = None
+            # A stop while this chunk was recorded or waited for a slot keeps it home.
+            if not self._stopping:
+                sent = True
+                report = self.report
+                report.requests += 1
+                if chunk.attempt:
+                    report.retried_requests += 1
+                elif chunk.split:
+                    report.split_requests += 1
+                else:
+                    self._sent += len(items)
+                chunk.attempt += 1
+                try:
+                    result, request_id = await self.spec.send(items)
+                except CapillaryError as exc:
+                    error = exc
+        if not sent:
+            await self._settle_unsent(chunk)
+            return
         if error is not None:
             await self._on_error(chunk, error)
         else:

@@ -14,6 +14,8 @@ from urllib.parse import urlsplit
 import anyio
 import attrs
 
+from ._exceptions import excerpt
+
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_TIMEOUTS",
@@ -78,14 +80,23 @@ def resolve_base_url(base: str | Cluster, *, allow_insecure: bool = False) -> st
         return base.base_url
     if not isinstance(base, str) or not base:
         raise ValueError("base_url: expected a Cluster or an https:// URL")
-    parts = urlsplit(base)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ValueError(f"base_url: {base!r} is not an http(s) URL with a host")
+    try:
+        parts = urlsplit(base)
+        host = parts.hostname
+        parts.port  # noqa: B018 - a bad port raises here, not at the first request
+    except ValueError:
+        raise ValueError("base_url: not a URL (bad host or port)") from None
+    if parts.username is not None or parts.password is not None:
+        # Never quoted: it holds a password. Credentials go in auth=.
+        raise ValueError("base_url: must not carry a user name or password; pass them as auth=")
+    shown = excerpt(base, 200)
+    if parts.scheme not in ("http", "https") or not host:
+        raise ValueError(f"base_url: {shown!r} is not an http(s) URL with a host")
     if parts.query or parts.fragment:
-        raise ValueError(f"base_url: {base!r} must not carry a query or fragment")
-    if parts.scheme == "http" and not allow_insecure and not _is_loopback(parts.hostname):
+        raise ValueError(f"base_url: {shown!r} must not carry a query or fragment")
+    if parts.scheme == "http" and not allow_insecure and not _is_loopback(host):
         raise ValueError(
-            f"base_url: {base!r} is plain http to a non-loopback host, which would send "
+            f"base_url: {shown!r} is plain http to a non-loopback host, which would send "
             "credentials in clear text; use https:// or pass allow_insecure=True"
         )
     return base.rstrip("/")

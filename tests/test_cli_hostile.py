@@ -712,7 +712,10 @@ async def test_a_full_disk_under_the_journal_stops_the_job_and_a_rerun_applies_n
     assert emu.stats.requests == summary["requests"]
     states = journal_rows(journal)
     for n, item in enumerate(items):  # a row the server applied never looks unsent
-        assert states.get(n) in (("succeeded", "in_flight") if applied(emu, item) else (None,))
+        if applied(emu, item):
+            assert states.get(n) in ("succeeded", "in_flight")
+        else:  # never sent; or marked in flight when the stop kept it home, unrecordable since
+            assert states.get(n) in (None, "in_flight")
     if last_try == "works":
         assert "Every outcome this run knows was saved" in err
         assert "in_flight" not in states.values()
@@ -722,7 +725,9 @@ async def test_a_full_disk_under_the_journal_stops_the_job_and_a_rerun_applies_n
 
     monkeypatch.undo()  # room on the disk again
     code, _, err = await apply_here(emu, **options)
-    assert all(applied(emu, item) == 1 for item in items)  # every row once, none twice
+    rows = journal_rows(journal)
+    for n, item in enumerate(items):  # none twice; once, or unknown (a row left in flight)
+        assert applied(emu, item) == 1 or (applied(emu, item) == 0 and rows[n] == "unknown")
     left = journal_states(journal)
     assert left.get("succeeded", 0) + left.get("unknown", 0) == 300
     assert code == (1 if left.get("unknown") else 0)

@@ -16,9 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from capillary_async import (
+    UNSET,
     APIError,
     AuthenticationError,
     BadRequestError,
@@ -42,6 +44,8 @@ from capillary_async import (
     ServerError,
     TokenHeaderStyle,
 )
+from capillary_async._batch import Job
+from capillary_async._resources import _ExpirySpec
 
 from .conftest import FakeClock
 
@@ -915,3 +919,46 @@ async def test_entries_beyond_what_a_chunk_could_need_are_counted_not_read() -> 
         report = await client.points.bulk_update_expiry([item(1), item(2)], keep_all=True)
     assert report.succeeded == 2
     assert any("more entries than it could need" in a for a in report.anomalies)
+
+
+def test_a_base_url_with_credentials_is_refused_without_quoting_them() -> None:
+    for url in ("https://till:hunter2-password@eu.api.capillarytech.com", "https://x:99999"):
+        with pytest.raises(ValueError, match="base_url") as info:
+            CapillaryClient(url, auth=BasicAuth("u", "p"))
+        assert "hunter2" not in str(info.value)
+
+
+async def test_a_stop_while_a_chunk_is_being_recorded_keeps_it_home() -> None:
+    """A Ctrl-C that lands while the journal records a chunk: that chunk does not go out."""
+    sent: list[Request] = []
+
+    def handler(request: Request) -> Response:
+        sent.append(request)
+        return success_for(request)
+
+    recorded: list[int] = []
+
+    async def on_send(items: list[Any]) -> None:
+        recorded.append(len(items))
+        if len(recorded) == 2:
+            job.stop("interrupted", drain=False)
+        await anyio.lowlevel.checkpoint()
+
+    async with client_with(handler) as client:
+        job: Job[Any, Any] = Job(
+            _ExpirySpec(client, UNSET),
+            [item(n) for n in range(1, 5)],
+            clock=client.clock,
+            retry=client.retry,
+            chunk_size=2,
+            concurrency=1,
+            on_send=on_send,
+        )
+        send, receive = anyio.create_memory_object_stream[Any](10)
+        async with receive, anyio.create_task_group() as tg:
+            tg.start_soon(job.run, send)
+            outcomes = [o async for o in receive]
+    assert len(sent) == 1
+    assert [o.status for o in outcomes] == [OutcomeStatus.SUCCEEDED] * 2 + [
+        OutcomeStatus.NOT_ATTEMPTED
+    ] * 2

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import IO
 
 from .._auth import BasicAuth
+from .._exceptions import excerpt
 from ..testing import Emulator, sample_expiry_updates
 from ._run import ApplyOptions, apply
 
@@ -59,7 +60,7 @@ async def demo(
         print(
             f"Capillary emulator on {emulator.base_url} (user demo), "
             f"{len(emulator.store.awards):,} points-awarded records\n"
-            f"sample input: {sample} ({count:,} rows, some bad on purpose)\n",
+            f"sample input: {excerpt(sample)} ({count:,} rows, some bad on purpose)\n",
             file=out,
             flush=True,
         )
@@ -81,8 +82,8 @@ async def demo(
             fancy=fancy,
         )
     print(
-        f"\nThe report is in {work / 'report.json'}, every row that did not succeed in "
-        f"{work / 'failures.csv'}.\nThe bad rows were planted: 'expiry apply' itself exits "
+        f"\nThe report is in {excerpt(work / 'report.json')}, every row that did not succeed "
+        f"in {excerpt(work / 'failures.csv')}.\nThe bad rows were planted: 'expiry apply' itself exits "
         f"with {status} here (0 only when every row succeeds). The demo exits 0 because "
         "every row was accounted for.",
         file=out,
