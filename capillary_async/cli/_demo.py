@@ -83,9 +83,9 @@ async def demo(
         )
     print(
         f"\nThe report is in {excerpt(work / 'report.json')}, every row that did not succeed "
-        f"in {excerpt(work / 'failures.csv')}.\nThe bad rows were planted: 'expiry apply' itself exits "
-        f"with {status} here (0 only when every row succeeds). The demo exits 0 because "
-        "every row was accounted for.",
+        f"in {excerpt(work / 'failures.csv')}.\nThe bad rows were planted: 'expiry apply' "
+        f"itself exits with {status} here (0 only when every row succeeds). The demo exits 0 "
+        "because every row was accounted for.",
         file=out,
     )
     return 0 if status in (0, 1) else status

@@ -957,24 +957,35 @@ class _JobRun:
             try:
                 tg.start_soon(job.run, send)
                 with Display(title, total, stream=self.err, fancy=self.context.fancy) as display:
-                    async with receive:
-                        async for outcome in receive:
-                            self.processed += 1
-                            self.failures += not outcome.ok
-                            entry = self._settle(outcome, _entry(spec, outcome))
-                            if entry is not None:
-                                pending.append(entry)
-                            if len(pending) >= 1000 or not receive.statistics().current_buffer_used:
-                                # After a failure, what is pending waits for one last try.
-                                if self.journal_problem is None and await self._save(pending):
-                                    pending = []
-                                display.update(self.done, self.failures)
+                    async for outcome in receive:
+                        self._take(spec, outcome, pending)
+                        if len(pending) >= 1000 or not receive.statistics().current_buffer_used:
+                            # After a failure, what is pending waits for one last try.
+                            if self.journal_problem is None and await self._save(pending):
+                                pending = []
+                            display.update(self.done, self.failures)
                     display.update(self.done, self.failures, final=True)
             finally:
                 restore()
+                # An abort can land between the engine giving out outcomes and this
+                # loop reading them: those answers came, so they are recorded as
+                # such, not as "unknown".
+                with contextlib.suppress(
+                    anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError
+                ):
+                    while True:  # until the buffer is empty
+                        self._take(spec, receive.receive_nowait(), pending)
+                receive.close()
                 self.job_done = True  # its outcomes are all in (or it was aborted)
                 with anyio.CancelScope(shield=True):  # an abort still saves what is known
                     await self._save_last(job, pending + self._unfinished())
+
+    def _take(self, spec: RowSpec, outcome: ItemOutcome, pending: list[Entry]) -> None:
+        self.processed += 1
+        self.failures += not outcome.ok
+        entry = self._settle(outcome, _entry(spec, outcome))
+        if entry is not None:
+            pending.append(entry)
 
     async def _save_last(self, job: Job[Prepared, Any], entries: list[Entry]) -> None:
         """The outcomes not yet recorded, and the counters: one last try after a failure."""
