@@ -1068,3 +1068,53 @@ async def test_input_values_and_paths_reach_the_terminal_without_control_charact
         assert "\\x1b[2J" in err
         assert "\x1b" not in out + err
     assert emu.stats.requests == 0
+
+
+@pytest.mark.parametrize("answer", ["bad status line", "echo"])
+async def test_no_credential_reaches_any_output_of_the_command(
+    emu: Emulator, tmp_path: Path, answer: str
+) -> None:
+    """Malformed or echoing answers: stdout, stderr, report, failures and journal stay clean."""
+    from .test_hostile import MALFORMED, RawServer, secret_forms
+    from .test_hostile import auth_for as hostile_auth
+
+    source = tmp_path / "in.jsonl"
+    write_jsonl(source, fixed_days(sample(emu, 4)))
+    journal, failures, report = tmp_path / "j.db", tmp_path / "f.csv", tmp_path / "r.json"
+    out, err = io.StringIO(), io.StringIO()
+    async with RawServer(None if answer == "echo" else MALFORMED[answer]) as url:
+        code = await apply(
+            ApplyOptions(
+                kind="expiry",
+                input=str(source),
+                journal=str(journal),
+                failures=str(failures),
+                report=str(report),
+            ),
+            base_url=url,
+            auth=hostile_auth("basic"),
+            out=out,
+            err=err,
+            fancy=False,
+            clock=FakeClock(),
+        )
+    assert code == 1
+    texts = [out.getvalue(), err.getvalue(), failures.read_text(), report.read_text()]
+    with sqlite3.connect(journal) as db:
+        texts += [" ".join(map(str, row)) for row in db.execute("SELECT * FROM items")]
+    assert len(texts) == 4 + 4
+    for text in texts:
+        for secret in secret_forms("basic"):
+            assert secret.lower() not in text.lower(), text[:300]
+
+
+async def test_a_dry_run_refuses_text_that_cannot_be_sent(emu: Emulator, tmp_path: Path) -> None:
+    rows = sample(emu, 2)
+    rows[1]["expiryUpdateReasonNote"] = "note \ud800"  # a lone surrogate, from a JSON escape
+    source = tmp_path / "in.jsonl"
+    write_jsonl(source, rows)
+    code, out, _ = await apply_here(emu, input=str(source), dry_run=True)
+    assert code == 1
+    assert "1 invalid" in out
+    assert "expiryUpdateReasonNote" in out
+    assert emu.stats.requests == 0
