@@ -3,6 +3,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 import json
+import sqlite3
 from collections.abc import Callable, Iterator
 from typing import Any
 from unittest import mock
@@ -21,6 +22,17 @@ from capillary_async import (
     Response,
     RetryPolicy,
 )
+
+
+@contextlib.contextmanager
+def open_db(path: Any) -> Iterator[sqlite3.Connection]:
+    """A connection that commits and is closed (``sqlite3.connect`` as a context only commits)."""
+    db = sqlite3.connect(path)
+    try:
+        with db:
+            yield db
+    finally:
+        db.close()
 
 
 class FakeClock:

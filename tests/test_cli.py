@@ -23,6 +23,8 @@ from capillary_async.cli._inputs import count_rows, open_input, unflatten
 from capillary_async.cli._progress import Display
 from capillary_async.testing import Emulator, sample_expiry_updates, write_csv, write_jsonl
 
+from .conftest import open_db
+
 EXE = str(Path(sys.executable).with_name("capillary-async"))
 SECRET = "pw-Zq81x-never-printed"
 
@@ -290,7 +292,7 @@ async def test_a_journal_is_tied_to_its_input(emu: Emulator, tmp_path: Path) -> 
 def journal_states(path: Path) -> dict[str, int]:
     if not path.exists():
         return {}
-    with sqlite3.connect(path) as db:
+    with open_db(path) as db:
         try:
             return dict(db.execute("SELECT state, COUNT(*) FROM items GROUP BY state"))
         except sqlite3.OperationalError:
@@ -340,7 +342,7 @@ async def test_sigkill_then_resume_applies_every_item_once(emu: Emulator, tmp_pa
     assert process.returncode == -signal.SIGKILL
     states = journal_states(journal)
     assert 400 <= states.get("succeeded", 0) < 3000
-    with sqlite3.connect(journal) as db:
+    with open_db(journal) as db:
         in_flight = dict(
             db.execute(
                 "SELECT idempotent, COUNT(*) FROM items WHERE state = 'in_flight' GROUP BY 1"
@@ -355,7 +357,7 @@ async def test_sigkill_then_resume_applies_every_item_once(emu: Emulator, tmp_pa
     assert final["total"] == 3000  # the report covers every input line
     assert final["unknown"] == unsafe_in_flight
     assert final["succeeded"] == 3000 - unsafe_in_flight
-    with sqlite3.connect(journal) as db:
+    with open_db(journal) as db:
         lines = [row[0] for row in db.execute("SELECT line FROM items ORDER BY idx")]
         unknown = {row[0] for row in db.execute("SELECT idx FROM items WHERE state = 'unknown'")}
     assert lines == list(range(1, 3001))
@@ -473,11 +475,11 @@ async def test_retry_unknown_resends_rows_left_in_flight(emu: Emulator, tmp_path
     code, _, err = await run_cli(*args, env=cli_env(emu))
     assert code == 0, err
     # as if the process had died with rows 0-5 in flight (0 and 3 are FIXED_DAYS)
-    with sqlite3.connect(journal) as db:
+    with open_db(journal) as db:
         db.execute("UPDATE items SET state = 'in_flight' WHERE idx < 6")
     code, _, _ = await run_cli(*args, env=cli_env(emu))
     assert code == 1
-    with sqlite3.connect(journal) as db:
+    with open_db(journal) as db:
         states = dict(db.execute("SELECT idx, state FROM items WHERE idx < 6"))
     assert states == {
         0: "unknown",
