@@ -102,7 +102,7 @@ class BasicAuth:
     users who were never given the plain password.
     """
 
-    __slots__ = ("_digest", "_username")
+    __slots__ = ("__weakref__", "_digest", "_username")
     _digest: str
     _username: str
 
@@ -125,8 +125,8 @@ class BasicAuth:
             raise ValueError("username: must be a non-empty string without ':'")
         object.__setattr__(self, "_username", username)
         object.__setattr__(self, "_digest", digest)
-        _secrets.register(digest, self.header_value.split(" ", 1)[1])
-        _secrets.register(f"{username}:{digest}", runs=False)
+        _secrets.hold(self, digest, self.header_value.split(" ", 1)[1])
+        _secrets.hold(self, f"{username}:{digest}", runs=False)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("BasicAuth is immutable")
@@ -165,7 +165,7 @@ class BasicAuth:
 class BearerToken:
     """A token the caller obtains and renews; sent as ``header_style`` says."""
 
-    __slots__ = ("_style", "_token")
+    __slots__ = ("__weakref__", "_style", "_token")
     _style: TokenHeaderStyle
     _token: str
 
@@ -181,7 +181,7 @@ class BearerToken:
             )
         object.__setattr__(self, "_token", token)
         object.__setattr__(self, "_style", TokenHeaderStyle(header_style))
-        _secrets.register(token)
+        _secrets.hold(self, token)
 
     def __setattr__(self, name: str, value: object) -> None:
         raise AttributeError("BearerToken is immutable")
@@ -211,7 +211,7 @@ class OAuthCredentials:
     requests wait. A 401 or 498 renews once and repeats the request.
     """
 
-    __slots__ = ("_key", "_secret", "_style")
+    __slots__ = ("__weakref__", "_key", "_secret", "_style")
     _key: str
     _secret: str
     _style: TokenHeaderStyle
@@ -229,7 +229,7 @@ class OAuthCredentials:
             raise ValueError("secret: must be a non-empty string")
         object.__setattr__(self, "_key", key)
         object.__setattr__(self, "_secret", secret)
-        _secrets.register(secret)
+        _secrets.hold(self, secret)
         object.__setattr__(self, "_style", TokenHeaderStyle(header_style))
 
     def __setattr__(self, name: str, value: object) -> None:
@@ -269,6 +269,7 @@ class _OAuthFlow:
         self._post = post
         self._clock = clock
         self._token: str | None = None
+        self._release_token: Callable[[], object] = lambda: None
         self._renew_at = 0.0
         self._lock = anyio.Lock()
 
@@ -296,8 +297,10 @@ class _OAuthFlow:
         ttl = data.get("ttlSeconds") if isinstance(data, Mapping) else None
         if isinstance(token, str) and token:
             # Known as a secret before any text about this answer is written,
-            # even if the answer is refused below.
-            _secrets.register(token, token=True)
+            # even if the answer is refused below; the token it replaces joins
+            # the recently used ones.
+            self._release_token()
+            self._release_token = _secrets.hold(self, token)
         if errors or not (200 <= status < 300):
             codes, message = parse_error_envelope(body)
             cls = error_class_for_status(status) if status >= 500 else AuthenticationError

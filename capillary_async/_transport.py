@@ -228,14 +228,25 @@ def _lost(exc: BaseException) -> str:
     return "connection lost" + (f" ({reason})" if reason else f" ({type(exc).__name__})")
 
 
+def _without_quotes(text: str) -> str:
+    """A parser error's own words, without the bytes it quotes from the server.
+
+    Those bytes may echo a secret, and only a piece of one (the parser quotes
+    what one read gave it), which no redaction can recognise: they go whole.
+    """
+    for mark in ("b'", 'b"', "\n"):
+        text = text.split(mark, 1)[0]
+    return _secrets.redact(text.strip())
+
+
 def _scrubbed(exc: BaseException) -> BaseException | None:
     """``exc`` (and what it chains) with the request and echoed secrets taken out, or None.
 
     The foreign error stays the cause for debugging, but aiohttp's
     ``ClientResponseError`` repr prints the request's headers, credentials
     included, and its parser errors quote what the server sent, which may echo
-    them. If a secret is still in any text of the chain after scrubbing, the
-    chain is dropped.
+    them (so the quotes go). If a secret is still in any text of the chain
+    after scrubbing, the chain is dropped.
     """
     chain: list[BaseException] = []
     current: BaseException | None = exc
@@ -251,9 +262,9 @@ def _scrubbed(exc: BaseException) -> BaseException | None:
         message = getattr(current, "message", None)
         if isinstance(message, str):
             with contextlib.suppress(AttributeError):
-                current.message = _secrets.redact(message)  # type: ignore[attr-defined]
+                current.message = _without_quotes(message)  # type: ignore[attr-defined]
         current.args = tuple(
-            _secrets.redact(arg) if isinstance(arg, str) else arg for arg in current.args
+            _without_quotes(arg) if isinstance(arg, str) else arg for arg in current.args
         )
         current = current.__cause__ or current.__context__
     for link in chain:

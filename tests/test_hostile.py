@@ -962,3 +962,92 @@ async def test_a_stop_while_a_chunk_is_being_recorded_keeps_it_home() -> None:
     assert [o.status for o in outcomes] == [OutcomeStatus.SUCCEEDED] * 2 + [
         OutcomeStatus.NOT_ATTEMPTED
     ] * 2
+
+
+async def test_a_secret_echoed_in_pieces_leaves_no_piece_in_the_traceback() -> None:
+    """aiohttp quotes what one read gave it: a piece of a secret no redaction can know."""
+
+    class SplitEcho(RawServer):
+        async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            head = await reader.readuntil(b"\r\n\r\n")
+            auth = next(
+                line.split(b" ", 2)[2].strip()
+                for line in head.split(b"\r\n")
+                if line.lower().startswith(b"authorization:")
+            )
+            writer.write(b"HTTP/1.1 200 OK\r\n" + auth[:12])
+            await writer.drain()
+            await asyncio.sleep(0.05)  # a second read for the parser
+            writer.write(auth[12:] + b"\x01: x\r\nContent-Length: 0\r\n\r\n")
+            await writer.drain()
+            writer.close()
+
+    async with (
+        SplitEcho() as url,
+        CapillaryClient(url, auth=auth_for("basic"), retry=RetryPolicy.disabled()) as client,
+    ):
+        with pytest.raises(ConnectionLostError) as info:
+            await client.points.update_expiry([item(1)])
+    text = "".join(traceback.format_exception(info.value))
+    tail = BasicAuth("till.user", PASSWORD).header_value.split()[1][12:]
+    assert tail[:16] not in text
+    assert_clean([text], "basic")
+
+
+async def test_redaction_leaves_ordinary_answers_alone() -> None:
+    """Human-chosen secrets share words with the wire format; answers must stay intact."""
+    for secret in ("Customer-Loyalty!", "Currency#2024", "ExpiryUpdateReason"):
+        body = {
+            "currencyExpiryUpdateResponse": [
+                {"customerId": 7, "currencyName": "points", **entry(1)},
+            ]
+        }
+
+        def handler(request: Request, body: Any = body) -> Response:
+            if request.url.endswith("/v3/oauth/token/generate"):
+                token = {"data": {"accessToken": "a-token-value-1234", "ttlSeconds": 300}}
+                return Response(status=200, content=json.dumps(token).encode())
+            return Response(status=200, content=json.dumps(body).encode())
+
+        async with client_with(handler, auth=OAuthCredentials("key", secret)) as client:
+            report = await client.points.bulk_update_expiry([item(1)], keep_all=True)
+        (outcome,) = report.outcomes()
+        assert outcome.ok, (secret, outcome)
+        assert outcome.update.customer_id == 7
+
+
+async def test_a_live_token_stays_secret_however_many_others_come_and_go() -> None:
+    tokens = iter(f"tenant-b-token-{n:04d}-abcdefghijklmnop" for n in range(1000))
+    live = "tenant-a-token-7f3c9a1b2d4e5f60718293a4b5c6d7e8"
+
+    def handler(request: Request) -> Response:
+        if request.url.endswith("/v3/oauth/token/generate"):
+            key = json.loads(request.content or b"{}")["key"]
+            token = live if key == "a" else next(tokens)
+            return Response(
+                status=200,
+                content=json.dumps({"data": {"accessToken": token, "ttlSeconds": 1}}).encode(),
+            )
+        message = f"bad request for token {live}"
+        return Response(
+            status=400, content=json.dumps({"errors": [{"code": 1, "message": message}]}).encode()
+        )
+
+    clock = FakeClock()
+    async with client_with(handler, auth=OAuthCredentials("a", "secret-a-1"), clock=clock) as a:
+        with pytest.raises(BadRequestError):
+            await a.points.update_expiry([item(1)])
+        async with client_with(handler, auth=OAuthCredentials("b", "secret-b-1"), clock=clock) as b:
+            for _ in range(300):  # each renews B's token: more than the recent ones kept
+                clock.advance(2)
+                with pytest.raises(BadRequestError):
+                    await b.points.update_expiry([item(1)])
+        with pytest.raises(BadRequestError) as info:
+            await a.points.update_redemption(
+                {
+                    "entity": {"type": "CUSTOMER", "identifierType": "id", "identifierValue": "1"},
+                    "redemptionId": "r1",
+                    "purpose": "p",
+                }
+            )
+    assert live not in str(info.value)
