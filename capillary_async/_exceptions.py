@@ -283,9 +283,13 @@ def is_ambiguous(exc: BaseException) -> bool:
     if isinstance(exc, TransportError):
         return exc.sent
     if isinstance(exc, APIError):
-        status = exc.status
-        return not (200 <= status < 300 or 400 <= status < 500 or status in _NOT_PROCESSED)
+        return is_ambiguous_status(exc.status)
     return False
+
+
+def is_ambiguous_status(status: int) -> bool:
+    """Whether an answer with this status leaves open what was done (500, 502, 504, 3xx...)."""
+    return not (200 <= status < 300 or 400 <= status < 500 or status in _NOT_PROCESSED)
 
 
 def is_retryable(exc: BaseException) -> bool:

@@ -36,7 +36,7 @@ from ._client import UNSET, Reply, _Unset
 from ._config import RetryPolicy, Timeouts
 from ._converters import SUCCESS_KEYS, ensure, from_wire, split_expiry_envelope, to_wire
 from ._enums import PointsAwardedRefType
-from ._exceptions import APIError, ValidationError, excerpt
+from ._exceptions import APIError, ValidationError, excerpt, is_ambiguous_status
 from ._models import (
     ExpiryUpdate,
     ExpiryUpdateEntry,
@@ -68,7 +68,9 @@ def expiry_body_is_data(status: int, body: Any) -> bool:
     (200, 201 and 400 are all plausible), so the body decides: item data is
     data; a top-level ``errors`` envelope without item data is a refusal.
     """
-    if not isinstance(body, Mapping):
+    if not isinstance(body, Mapping) or is_ambiguous_status(status):
+        # A 500 (or 502, 504) may come after some of the change was made:
+        # whatever items its body lists, it settles nothing.
         return False
     entity = body.get("entity")
     container: Mapping[str, Any] = entity if isinstance(entity, Mapping) else body

@@ -1051,3 +1051,22 @@ async def test_a_live_token_stays_secret_however_many_others_come_and_go() -> No
                 }
             )
     assert live not in str(info.value)
+
+
+async def test_a_500_that_lists_items_settles_none_of_them() -> None:
+    body = {
+        "currencyExpiryUpdateResponse": [],
+        "failures": [
+            {"pointsAwardedRefId": n, "pointsAwardedRefType": "POINT_AWARDED", "errorCode": 8015}
+            for n in (1, 2)
+        ],
+    }
+    async with client_with(answering(body, status=500)) as client:
+        with pytest.raises(OutcomeUnknownError):
+            await client.points.update_expiry([item(1, "FIXED_DAYS")])
+        report = await client.points.bulk_update_expiry(
+            [item(1, "FIXED_DAYS"), item(2)], keep_all=True
+        )
+    assert [(o.status, o.settled) for o in report.outcomes()] == [
+        (OutcomeStatus.UNKNOWN, False)
+    ] * 2
