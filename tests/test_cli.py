@@ -277,6 +277,8 @@ async def test_a_journal_is_tied_to_its_input(emu: Emulator, tmp_path: Path) -> 
     )
     assert code == 2
     assert "another input file" in err
+    # The advice never leads to sending applied rows again under a new journal.
+    assert "Do not start a new journal for an edited copy" in " ".join(err.split())
     assert emu.stats.requests == requests
     code, out, _ = await run_cli(
         "expiry", "apply", str(first), "--journal", journal, env=cli_env(emu)

@@ -736,8 +736,12 @@ def _adopt(db: sqlite3.Connection, name: str, stamp: str) -> None:
             )
         if found[0] != stamp:
             raise JournalMismatchError(
-                f"{name} was made for another input file or target; "
-                "use a new journal path (or the same file and target to resume)"
+                f"{name} was made for another input file or target (the file's bytes, the "
+                "job kind and the target must all match to resume). Do not start a new "
+                "journal for an edited copy of the same rows: every row would be sent again, "
+                "and FIXED_DAYS / FIXED_MONTHS rows already applied would be extended twice. "
+                "To resume, restore the original file; to send corrected rows, put only those "
+                "rows in a new file, with a new journal"
             )
         db.execute("PRAGMA journal_mode=WAL")
         for column in ("settled", "refs"):
