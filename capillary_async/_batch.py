@@ -80,6 +80,8 @@ ResultT = TypeVar("ResultT")
 
 #: How many anomalies a report keeps as text (all are counted).
 MAX_ANOMALIES = 20
+#: The slowest rate a job takes, in requests per second.
+MIN_RATE = 0.001
 
 
 class OutcomeStatus(str, enum.Enum):
@@ -582,8 +584,12 @@ class Job(Generic[ItemT, ResultT]):
             raise ValueError("chunk_size: must be at least 1")
         if concurrency < 1:
             raise ValueError("concurrency: must be at least 1")
-        if rate_limit is not None and not rate_limit > 0:
-            raise ValueError("rate_limit: must be a positive number of requests per second")
+        if rate_limit is not None and not rate_limit >= MIN_RATE:
+            # Slower than this is a typo, and a job that would wait for days.
+            raise ValueError(
+                f"rate_limit: must be at least {MIN_RATE} requests per second "
+                "(one every 17 minutes)"
+            )
         if flush_after is not None and not flush_after > 0:
             raise ValueError("flush_after: must be a positive number of seconds, or None")
         if spec.max_chunk_size is not None:

@@ -659,7 +659,14 @@ async def test_report_files(clock: FakeClock, tmp_path: Path) -> None:
 
 async def test_options_are_checked(clock: FakeClock) -> None:
     async with client_for(Server(), clock) as client:
-        for bad in ({"chunk_size": 0}, {"concurrency": 0}, {"rate_limit": 0}, {"flush_after": 0}):
+        for bad in (
+            {"chunk_size": 0},
+            {"concurrency": 0},
+            {"rate_limit": 0},
+            {"rate_limit": 1e-300},  # a job that would wait for ever
+            {"rate_limit": float("nan")},
+            {"flush_after": 0},
+        ):
             with pytest.raises(ValueError, match=next(iter(bad))):
                 await client.points.bulk_update_expiry([], **bad)
         report = await client.points.bulk_update_expiry([])

@@ -257,6 +257,8 @@ async def test_bad_options_and_missing_files_exit_2(emu: Emulator, tmp_path: Pat
     assert (code, "no such file" in err) == (2, True)
     code, _, _ = await run_cli("expiry", "apply", "x.jsonl", "--chunk-size", "0", env=env)
     assert code == 2
+    code, _, err = await run_cli("expiry", "apply", "x.jsonl", "--rate", "1e-300", env=env)
+    assert (code, "at least 0.001" in err) == (2, True)
     code, _, err = await run_cli("expiry", "apply", "-", "--journal", "j.db", env=env, stdin=b"")
     assert (code, "standard input" in err) == (2, True)
     assert emu.stats.requests == 0

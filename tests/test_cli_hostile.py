@@ -16,6 +16,7 @@ import os
 import shutil
 import signal
 import sqlite3
+import tracemalloc
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -1125,3 +1126,30 @@ async def test_a_dry_run_refuses_text_that_cannot_be_sent(emu: Emulator, tmp_pat
     assert "1 invalid" in out
     assert "expiryUpdateReasonNote" in out
     assert emu.stats.requests == 0
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv"])
+async def test_a_line_too_long_is_an_invalid_row_read_in_bounded_steps(
+    emu: Emulator, tmp_path: Path, suffix: str
+) -> None:
+    """A whole JSON array exported on one line is refused as one bad row, not loaded."""
+    rows = sample(emu, 2)
+    source = tmp_path / f"in.{suffix}"
+    if suffix == "jsonl":
+        write_jsonl(source, rows)
+        with source.open("a", encoding="utf-8") as out:
+            out.write("[" + ",".join(['{"a":1}'] * 1_500_000) + "]\n")  # 12 MB
+    else:
+        write_csv(source, rows)
+        with source.open("a", encoding="utf-8") as out:
+            out.write("x" * 12_000_000 + "\n")
+    tracemalloc.start()
+    try:
+        code, out, _ = await apply_here(emu, input=str(source), dry_run=True)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert code == 1
+    assert "1 invalid" in out
+    assert f"line {3 if suffix == 'jsonl' else 4}: longer than" in out
+    assert peak < source.stat().st_size / 2  # never the whole line at once

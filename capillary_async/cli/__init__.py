@@ -27,10 +27,10 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def _positive_float(text: str) -> float:
+def _rate(text: str) -> float:
     value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    if not value >= 0.001:  # slower is a typo, and a job that would wait for days
+        raise argparse.ArgumentTypeError("must be at least 0.001 requests per second")
     return value
 
 
@@ -56,7 +56,7 @@ def _apply_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], kind
     if kind == "expiry":
         parser.add_argument("--chunk-size", type=_positive_int, default=100)
     parser.add_argument("--concurrency", type=_positive_int, default=8)
-    parser.add_argument("--rate", type=_positive_float, help="requests per second at most")
+    parser.add_argument("--rate", type=_rate, help="requests per second at most")
     parser.add_argument(
         "--max-response-bytes",
         type=_positive_int,

@@ -199,10 +199,33 @@ def _json_row(index: int, line: int, text: str) -> Row:
     return Row(index, line, data)
 
 
+#: The longest line read (characters): a real row is a few hundred; a whole JSON
+#: array exported on one line must not be loaded into memory at once.
+MAX_LINE = 1 << 20
+_ENDS = ("\n", "\r")
+_TOO_LONG = f"longer than {MAX_LINE:,} characters (one object a line is expected)"
+
+
+def _lines(stream: IO[str]) -> Iterator[tuple[int, str | None]]:
+    """(number, text) of each line, ``None`` for one past ``MAX_LINE``: read in bounded steps."""
+    number = 0
+    while text := stream.readline(MAX_LINE + 1):
+        number += 1
+        if len(text) <= MAX_LINE or text.endswith(_ENDS):
+            yield number, text
+            continue
+        while (rest := stream.readline(MAX_LINE)) and not rest.endswith(_ENDS):
+            pass  # the rest of the long line, skipped piece by piece
+        yield number, None
+
+
 def _jsonl(stream: IO[str]) -> Iterator[Row]:
     index = 0
-    for line, text in enumerate(stream, start=1):
-        if text.strip():
+    for line, text in _lines(stream):
+        if text is None:
+            yield Row(index, line, error=f"line {line}: {_TOO_LONG}")
+            index += 1
+        elif text.strip():
             yield _json_row(index, line, text)
             index += 1
 
@@ -211,9 +234,11 @@ def _cells(text: str) -> list[str]:
     return next(csv.reader([text], strict=True), [])
 
 
-def _csv_header(lines: Iterator[tuple[int, str]], columns: Columns | None) -> list[str]:
+def _csv_header(lines: Iterator[tuple[int, str | None]], columns: Columns | None) -> list[str]:
     """The header, checked against the model's columns: a bad one stops the job unsent."""
     for line, raw in lines:
+        if raw is None:
+            raise UsageError(f"line {line}: the CSV header is {_TOO_LONG}")
         text = raw.rstrip("\r\n")
         if not text.strip():
             continue
@@ -240,12 +265,16 @@ def _csv_header(lines: Iterator[tuple[int, str]], columns: Columns | None) -> li
     raise UsageError("no rows: the CSV file is empty; nothing was sent")
 
 
-def _csv(lines: Iterator[tuple[int, str]], header: list[str]) -> Iterator[Row]:
+def _csv(lines: Iterator[tuple[int, str | None]], header: list[str]) -> Iterator[Row]:
     # One record a physical line: an unbalanced quote then spoils its own row
     # only, instead of swallowing the rows after it (multi-line cells are not
     # supported, which operations files do not use).
     index = 0
     for line, raw in lines:
+        if raw is None:
+            yield Row(index, line, error=f"line {line}: {_TOO_LONG}")
+            index += 1
+            continue
         text = raw.rstrip("\r\n")
         if text.strip():
             yield _csv_row(index, line, text, header)
@@ -279,7 +308,7 @@ def open_input(path: str, columns: Columns | None) -> Iterator[Iterator[Row]]:
     """
     with _open_text(path) as stream:
         if path != "-" and path.lower().endswith(".csv"):
-            lines = enumerate(stream, start=1)
+            lines = _lines(stream)
             rows = _csv(lines, _csv_header(lines, columns))
         else:
             rows = _jsonl(stream)
