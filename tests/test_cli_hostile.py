@@ -511,6 +511,21 @@ async def test_a_report_that_cannot_be_written_at_the_end_keeps_the_journal(
 # -- foreign text -------------------------------------------------------------------------------
 
 
+@contextlib.asynccontextmanager
+async def serving(handler: Any) -> AsyncIterator[str]:
+    """``handler`` as updateExpiry on a loopback port, for answers the emulator never gives."""
+    app = aiohttp.web.Application()
+    app.router.add_post("/v2/points/updateExpiry", handler)
+    runner = aiohttp.web.AppRunner(app)
+    await runner.setup()
+    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
 @pytest.fixture
 async def hostile_server() -> AsyncIterator[str]:
     """A server that refuses every item with a huge message holding a lone surrogate."""
@@ -529,16 +544,8 @@ async def hostile_server() -> AsyncIterator[str]:
         text = json.dumps({"failures": failures})  # the surrogate travels as \ud800
         return aiohttp.web.Response(text=text, content_type="application/json")
 
-    app = aiohttp.web.Application()
-    app.router.add_post("/v2/points/updateExpiry", refuse)
-    runner = aiohttp.web.AppRunner(app)
-    await runner.setup()
-    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
+    async with serving(refuse) as url:
+        yield url
 
 
 async def test_foreign_error_text_is_bounded_and_always_written(
@@ -1018,16 +1025,8 @@ async def escaping_server() -> AsyncIterator[str]:
         ]
         return aiohttp.web.json_response({"failures": failures})
 
-    app = aiohttp.web.Application()
-    app.router.add_post("/v2/points/updateExpiry", answer)
-    runner = aiohttp.web.AppRunner(app)
-    await runner.setup()
-    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
+    async with serving(answer) as url:
+        yield url
 
 
 async def test_server_text_reaches_the_terminal_without_control_characters(

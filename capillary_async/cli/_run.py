@@ -317,16 +317,7 @@ def _standard_streams() -> list[os.stat_result]:
 
 def _probe(option: str, path: str) -> _Output:
     shown_path = _shown(path)
-    try:
-        info: os.stat_result | None = os.stat(path)  # never opens, so never blocks
-    except FileNotFoundError:
-        info = None
-    except OSError as exc:
-        raise UsageError(
-            f"{option} {shown_path} cannot be written ({exc.strerror or 'error'}); nothing was sent"
-        ) from None
-    if info is not None and stat.S_ISDIR(info.st_mode):
-        raise UsageError(f"{option} {shown_path} is a directory; give a file path")
+    info = _existing(option, path, "written")
     if info is not None and stat.S_ISREG(info.st_mode):
         for stream in _standard_streams():
             if (stream.st_dev, stream.st_ino) == (info.st_dev, info.st_ino):
@@ -393,21 +384,31 @@ def _check_input(path: str) -> None:
         )
 
 
+def _existing(option: str, path: str, verb: str) -> os.stat_result | None:
+    """What is at ``path`` (None: nothing yet), found without opening it (never blocks).
+
+    A directory, or a path that cannot even be looked at, is a usage error.
+    """
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise UsageError(
+            f"{option} {_shown(path)} cannot be {verb} ({exc.strerror or 'error'}); "
+            "nothing was sent"
+        ) from None
+    if stat.S_ISDIR(info.st_mode):
+        raise UsageError(f"{option} {_shown(path)} is a directory; give a file path")
+    return info
+
+
 def _check_journal_path(options: ApplyOptions) -> None:
     """A journal is a regular file, or none yet; checked without opening it (never blocks)."""
     path = options.journal
     if not path:
         return
-    try:
-        info: os.stat_result | None = os.stat(path)
-    except FileNotFoundError:
-        info = None
-    except OSError as exc:
-        raise UsageError(
-            f"--journal {_shown(path)} cannot be used ({exc.strerror or 'error'}); nothing was sent"
-        ) from None
-    if info is not None and stat.S_ISDIR(info.st_mode):
-        raise UsageError(f"--journal {_shown(path)} is a directory; give a file path")
+    info = _existing("--journal", path, "used")
     if info is not None and not stat.S_ISREG(info.st_mode):
         raise UsageError(
             f"--journal {_shown(path)} is {file_kind(info.st_mode)}, not a regular file; "
