@@ -2,7 +2,7 @@
 
 from ._auth import BasicAuth, BearerToken, OAuthCredentials, TokenHeaderStyle
 from ._batch import BulkReport, ItemOutcome, OutcomeStatus, Progress, RetryBudget
-from ._client import UNSET, CapillaryClient
+from ._client import CapillaryClient
 from ._config import (
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_TIMEOUTS,
@@ -55,6 +55,7 @@ from ._models import (
 )
 from ._resources import OutcomeStream, PointsResource
 from ._transport import AiohttpTransport, AsyncTransport, MockTransport, Request, Response
+from ._types import UNSET
 from ._version import __version__
 
 __all__ = [

@@ -13,9 +13,9 @@ import logging
 import platform
 import re
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Mapping
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
@@ -44,51 +44,17 @@ from ._exceptions import (
     is_ambiguous,
     is_retryable,
 )
+from ._resources import PointsResource
 from ._transport import AiohttpTransport, AsyncTransport, Request
+from ._types import UNSET, AcceptFn, Reply, _Unset
 from ._version import __version__
 
-if TYPE_CHECKING:
-    from ._resources import PointsResource
-
-__all__ = ["UNSET", "CapillaryClient", "Reply", "logger"]
+__all__ = ["CapillaryClient", "logger"]
 
 logger = logging.getLogger("capillary_async")
 logger.addHandler(logging.NullHandler())
 
 _REQUEST_ID_HEADERS = ("x-cap-request-id", "x-cap-requestid")
-
-
-class _Unset:
-    """Marks an argument not given, as distinct from ``None`` ("no limit")."""
-
-    _instance: _Unset | None = None
-
-    def __new__(cls) -> _Unset:
-        if cls._instance is None:
-            cls._instance = super().__new__(cls)
-        return cls._instance
-
-    def __repr__(self) -> str:
-        return "UNSET"
-
-    def __bool__(self) -> bool:
-        return False
-
-
-UNSET: Final = _Unset()
-
-#: Decides whether a non-2xx (or error-envelope) answer is data for the caller.
-AcceptFn = Callable[[int, Any], bool]
-
-
-@attrs.frozen
-class Reply:
-    """A response after retries and auth: status, parsed body, request id."""
-
-    status: int
-    body: Any
-    request_id: str | None
-    headers: Mapping[str, str] = attrs.field(repr=False)
 
 
 def _has_errors(body: Any) -> bool:
@@ -193,8 +159,6 @@ class CapillaryClient:
         self._flow: AuthFlow | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
-        from ._resources import PointsResource
-
         self.points: PointsResource = PointsResource(self)
 
     # -- lifecycle ------------------------------------------------------------

@@ -32,7 +32,6 @@ from ._batch import (
     RetryBudget,
     receive_fast,
 )
-from ._client import UNSET, Reply, _Unset
 from ._config import RetryPolicy, Timeouts
 from ._converters import SUCCESS_KEYS, ensure, from_wire, split_expiry_envelope, to_wire
 from ._enums import PointsAwardedRefType
@@ -44,6 +43,7 @@ from ._models import (
     Redemption,
     RedemptionUpdate,
 )
+from ._types import UNSET, Reply, _Unset
 
 if sys.version_info < (3, 11):  # pragma: no cover - anyio brings the backport
     from exceptiongroup import BaseExceptionGroup

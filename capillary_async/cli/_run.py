@@ -21,9 +21,9 @@ import anyio
 import anyio.to_thread
 import attrs
 
+from .. import UNSET, CapillaryClient
 from .._auth import Auth
 from .._batch import ItemOutcome, Job, Merged, OutcomeStatus, failure_columns, write_csv
-from .._client import UNSET, CapillaryClient
 from .._config import DEFAULT_MAX_RESPONSE_BYTES, Clock
 from .._exceptions import ValidationError, excerpt
 from .._models import ExpiryUpdate, RedemptionUpdate
