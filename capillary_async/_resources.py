@@ -603,6 +603,16 @@ class OutcomeStream:
         """Counts so far."""
         return self._job.progress()
 
+    def stop(self, reason: str = "stopped by the caller", *, drain: bool = False) -> None:
+        """End the job gracefully: requests in flight finish, nothing more is sent.
+
+        Keep iterating to collect the outcomes still to come. Items read but not
+        sent end ``not_attempted``. The rest of the input is left unread, so a
+        queue-fed worker can stop (the report covers what was read); with
+        ``drain=True`` it is read to the end, and every item gets an outcome.
+        """
+        self._job.stop(reason, drain=drain)
+
     def __aiter__(self) -> OutcomeStream:
         return self
 

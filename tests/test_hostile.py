@@ -1070,3 +1070,34 @@ async def test_a_500_that_lists_items_settles_none_of_them() -> None:
     assert [(o.status, o.settled) for o in report.outcomes()] == [
         (OutcomeStatus.UNKNOWN, False)
     ] * 2
+
+
+async def test_a_consumer_can_stop_a_stream_gracefully() -> None:
+    async def endless() -> AsyncIterator[ExpiryUpdate]:
+        ref = 0
+        while True:  # a queue-fed worker: the input never ends by itself
+            ref += 1
+            yield item(ref)
+
+    sent: list[Request] = []
+
+    def handler(request: Request) -> Response:
+        sent.append(request)
+        return success_for(request)
+
+    async with client_with(handler) as client:
+        async with client.points.stream_update_expiry(
+            endless(), chunk_size=10, concurrency=2
+        ) as outcomes:
+            seen = []
+            async for outcome in outcomes:
+                seen.append(outcome)
+                if len(seen) == 30:
+                    requests_at_stop = len(sent)
+                    outcomes.stop("shutting down")
+        report = outcomes.report
+    assert report.stop_reason == "shutting down"
+    assert report.total == len(seen)  # every item read has its one outcome
+    assert sorted(o.index for o in seen) == list(range(len(seen)))
+    assert len(sent) <= requests_at_stop + 2  # only what was in flight
+    assert {o.status for o in seen[30:]} <= {OutcomeStatus.SUCCEEDED, OutcomeStatus.NOT_ATTEMPTED}
