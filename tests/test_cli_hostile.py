@@ -37,6 +37,8 @@ from capillary_async.testing import Emulator, Faults, write_csv, write_jsonl
 
 from .conftest import FakeClock, open_db
 from .test_cli import SECRET, cli_env, journal_states, mixed, run_cli, sample, start
+from .test_hostile import MALFORMED, RawServer, secret_forms
+from .test_hostile import auth_for as hostile_auth
 
 EXPIRY_REFS = ("pointsAwardedRefId", "pointsAwardedRefType")
 
@@ -57,14 +59,22 @@ async def in_process(capsys: pytest.CaptureFixture[str], *args: str, env: dict[s
 
 
 async def apply_here(
-    emu: Emulator, *, password: str = SECRET, **options: Any
+    emu: Emulator,
+    *,
+    password: str = SECRET,
+    base_url: str | None = None,
+    auth: Any = None,
+    **options: Any,
 ) -> tuple[int, str, str]:
-    """``apply`` on this loop with a fake clock: retries and backoff cost no time."""
+    """``apply`` on this loop with a fake clock: retries and backoff cost no time.
+
+    The target is the emulator unless ``base_url`` names another server.
+    """
     out, err = io.StringIO(), io.StringIO()
     code = await apply(
         ApplyOptions(kind=options.pop("kind", "expiry"), **options),
-        base_url=emu.base_url,
-        auth=BasicAuth("demo", password),
+        base_url=base_url or emu.base_url,
+        auth=auth or BasicAuth("demo", password),
         out=out,
         err=err,
         fancy=False,
@@ -554,20 +564,13 @@ async def test_foreign_error_text_is_bounded_and_always_written(
     source = tmp_path / "in.jsonl"
     write_jsonl(source, sample(emu, 3))
     journal, failures, report = tmp_path / "j.db", tmp_path / "f.csv", tmp_path / "r.json"
-    out = io.StringIO()
-    code = await apply(
-        ApplyOptions(
-            kind="expiry",
-            input=str(source),
-            journal=str(journal),
-            failures=str(failures),
-            report=str(report),
-        ),
+    code, _, _ = await apply_here(
+        emu,
         base_url=hostile_server,
-        auth=BasicAuth("demo", SECRET),
-        out=out,
-        err=io.StringIO(),
-        fancy=False,
+        input=str(source),
+        journal=str(journal),
+        failures=str(failures),
+        report=str(report),
     )
     assert code == 1
     with open_db(journal) as db:
@@ -1082,31 +1085,21 @@ async def test_no_credential_reaches_any_output_of_the_command(
     emu: Emulator, tmp_path: Path, answer: str
 ) -> None:
     """Malformed or echoing answers: stdout, stderr, report, failures and journal stay clean."""
-    from .test_hostile import MALFORMED, RawServer, secret_forms
-    from .test_hostile import auth_for as hostile_auth
-
     source = tmp_path / "in.jsonl"
     write_jsonl(source, fixed_days(sample(emu, 4)))
     journal, failures, report = tmp_path / "j.db", tmp_path / "f.csv", tmp_path / "r.json"
-    out, err = io.StringIO(), io.StringIO()
     async with RawServer(None if answer == "echo" else MALFORMED[answer]) as url:
-        code = await apply(
-            ApplyOptions(
-                kind="expiry",
-                input=str(source),
-                journal=str(journal),
-                failures=str(failures),
-                report=str(report),
-            ),
+        code, out, err = await apply_here(
+            emu,
             base_url=url,
             auth=hostile_auth("basic"),
-            out=out,
-            err=err,
-            fancy=False,
-            clock=FakeClock(),
+            input=str(source),
+            journal=str(journal),
+            failures=str(failures),
+            report=str(report),
         )
     assert code == 1
-    texts = [out.getvalue(), err.getvalue(), failures.read_text(), report.read_text()]
+    texts = [out, err, failures.read_text(), report.read_text()]
     with open_db(journal) as db:
         texts += [" ".join(map(str, row)) for row in db.execute("SELECT * FROM items")]
     assert len(texts) == 4 + 4

@@ -242,6 +242,15 @@ class RawServer:
         await self.server.wait_closed()
 
 
+def authorization_in(head: bytes) -> bytes:
+    """The Authorization value of a raw request head."""
+    return next(
+        line.split(b":", 1)[1].strip()
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"authorization:")
+    )
+
+
 def texts_of(exc: BaseException) -> list[str]:
     """str and repr of an exception and of everything it chains."""
     found: list[str] = []
@@ -766,11 +775,7 @@ async def test_a_status_line_echoing_the_credential_stays_out_of_the_traceback()
     class StatusEcho(RawServer):
         async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             head = await reader.readuntil(b"\r\n\r\n")
-            auth = next(
-                line.split(b":", 1)[1].strip()
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"authorization:")
-            )
+            auth = authorization_in(head)
             writer.write(b"HTTP/1.1 2x0 " + auth + b"\r\nContent-Length: 0\r\n\r\n")
             await writer.drain()
             writer.close()
@@ -970,11 +975,7 @@ async def test_a_secret_echoed_in_pieces_leaves_no_piece_in_the_traceback() -> N
     class SplitEcho(RawServer):
         async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             head = await reader.readuntil(b"\r\n\r\n")
-            auth = next(
-                line.split(b" ", 2)[2].strip()
-                for line in head.split(b"\r\n")
-                if line.lower().startswith(b"authorization:")
-            )
+            auth = authorization_in(head).split(b" ", 1)[1]  # without "Basic"
             writer.write(b"HTTP/1.1 200 OK\r\n" + auth[:12])
             await writer.drain()
             await asyncio.sleep(0.05)  # a second read for the parser
