@@ -1,7 +1,17 @@
 """capillary_async: an asyncio client for Capillary's loyalty points APIs."""
 
 from ._auth import BasicAuth, BearerToken, OAuthCredentials, TokenHeaderStyle
-from ._batch import BulkReport, ItemOutcome, OutcomeStatus, Progress, RetryBudget
+from ._bulk import (
+    BulkOptions,
+    BulkReport,
+    InputFile,
+    InputRow,
+    ItemOutcome,
+    OutcomeStatus,
+    OutcomeStream,
+    Progress,
+    RetryBudget,
+)
 from ._client import CapillaryClient
 from ._config import (
     DEFAULT_MAX_RESPONSE_BYTES,
@@ -29,6 +39,10 @@ from ._exceptions import (
     ConnectError,
     ConnectionLostError,
     ConnectTimeoutError,
+    InputError,
+    JournalError,
+    JournalIOError,
+    JournalMismatchError,
     NotFoundError,
     OutcomeUnknownError,
     PermissionDeniedError,
@@ -53,7 +67,7 @@ from ._models import (
     RedemptionUpdate,
     StandardMeta,
 )
-from ._resources import OutcomeStream, PointsResource
+from ._resources import PointsResource
 from ._transport import AiohttpTransport, AsyncTransport, MockTransport, Request, Response
 from ._types import UNSET
 from ._version import __version__
@@ -69,6 +83,7 @@ __all__ = [
     "BadRequestError",
     "BasicAuth",
     "BearerToken",
+    "BulkOptions",
     "BulkReport",
     "CapillaryClient",
     "CapillaryError",
@@ -87,9 +102,15 @@ __all__ = [
     "ExpiryUpdateReasonType",
     "ExpiryUpdateResult",
     "IdentifierName",
+    "InputError",
+    "InputFile",
+    "InputRow",
     "ItemFailure",
     "ItemOutcome",
     "JSONValue",
+    "JournalError",
+    "JournalIOError",
+    "JournalMismatchError",
     "MockTransport",
     "NotFoundError",
     "OAuthCredentials",

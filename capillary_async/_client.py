@@ -42,9 +42,9 @@ from ._exceptions import (
     api_error,
     excerpt,
     is_ambiguous,
-    is_retryable,
 )
 from ._resources import PointsResource
+from ._retry import Action, decide
 from ._transport import AiohttpTransport, AsyncTransport, Request
 from ._types import UNSET, AcceptFn, Reply, _Unset
 from ._version import __version__
@@ -261,65 +261,96 @@ class CapillaryClient:
         sensitive: bool = False,
         why_not_idempotent: str = "it is not idempotent",
     ) -> Reply:
-        """Send with retries: the one place that decides whether to try again."""
+        """Send with retries: ``decide`` says whether to try again, this loop does it."""
+        call = self._call(method, path, json=json, params=params, headers=headers, timeout=timeout)
+        call = attrs.evolve(call, sensitive=sensitive)
+        policy = retry if retry is not None else self.retry
+        attempt = 0
+        applied_before = False  # an earlier attempt may have been applied
+        while True:
+            attempt += 1
+            outcome = await self._attempt(call, attempt, accept=accept, authenticate=authenticate)
+            if isinstance(outcome, Reply):
+                return outcome
+            error = outcome
+            decision = decide(
+                error, attempt, idempotent=idempotent, policy=policy, applied_before=applied_before
+            )
+            if decision.action is not Action.RETRY:
+                break
+            applied_before = decision.maybe_applied
+            logger.info(
+                "%s %s: %s, retrying in %.2fs (attempt %d of %d)",
+                method,
+                path,
+                type(error).__name__,
+                decision.delay,
+                attempt + 1,
+                policy.max_attempts,
+            )
+            await self.clock.sleep(decision.delay)
+        if decision.not_repeated:
+            raise OutcomeUnknownError(
+                f"{method} {path}: the server may or may not have applied this request "
+                f"({type(error).__name__}: {error}); it was not repeated because "
+                f"{why_not_idempotent}",
+                cause=error,
+            ) from error
+        if applied_before and not is_ambiguous(error):
+            # A later refusal cannot undo an earlier attempt that may have landed.
+            raise OutcomeUnknownError(
+                f"{method} {path}: an earlier attempt may have been applied, and the "
+                f"last one failed ({type(error).__name__}: {error})",
+                cause=error,
+            ) from error
+        raise error
+
+    def _call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str | int] | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: Timeouts | float | _Unset | None = UNSET,
+    ) -> _Call:
+        """What stays the same across the attempts of one request."""
         self._check_open()
         if not path.startswith("/"):
             raise ValueError(f"path: must start with '/', got {path!r}")
-        call = _Call(
+        return _Call(
             method=method,
             path=path,
             url=self.base_url + path + (f"?{urlencode(params)}" if params else ""),
             content=None if json is None else _encode(json),
             headers=headers or {},
             timeout=self.timeout if isinstance(timeout, _Unset) else Timeouts.coerce(timeout),
-            sensitive=sensitive,
+            sensitive=False,
         )
-        policy = retry if retry is not None else self.retry
-        attempt = 0
-        maybe_applied = False  # an earlier attempt may have been applied
-        while True:
-            attempt += 1
-            try:
-                reply = await self._send_authenticated(call, attempt, authenticate=authenticate)
-            except TransportError as exc:
-                error: CapillaryError = exc
-            else:
-                if reply.status not in RETRY_STATUSES:
-                    if accept is not None and accept(reply.status, reply.body):
-                        return reply
-                    if 200 <= reply.status < 300 and not _has_errors(reply.body):
-                        return reply
-                error = self._error(reply, call)
-            ambiguous = is_ambiguous(error)
-            if ambiguous and not idempotent:
-                raise OutcomeUnknownError(
-                    f"{method} {path}: the server may or may not have applied this request "
-                    f"({type(error).__name__}: {error}); it was not repeated because "
-                    f"{why_not_idempotent}",
-                    cause=error,
-                ) from error
-            if not is_retryable(error) or attempt >= policy.max_attempts:
-                if maybe_applied and not ambiguous:
-                    # A later refusal cannot undo an earlier attempt that may have landed.
-                    raise OutcomeUnknownError(
-                        f"{method} {path}: an earlier attempt may have been applied, and the "
-                        f"last one failed ({type(error).__name__}: {error})",
-                        cause=error,
-                    ) from error
-                raise error
-            maybe_applied = maybe_applied or ambiguous
-            retry_after = error.retry_after if isinstance(error, APIError) else None
-            delay = policy.delay(attempt, retry_after)
-            logger.info(
-                "%s %s: %s, retrying in %.2fs (attempt %d of %d)",
-                method,
-                path,
-                type(error).__name__,
-                delay,
-                attempt + 1,
-                policy.max_attempts,
-            )
-            await self.clock.sleep(delay)
+
+    async def _attempt(
+        self,
+        call: _Call,
+        attempt: int,
+        *,
+        accept: AcceptFn | None = None,
+        authenticate: bool = True,
+    ) -> Reply | CapillaryError:
+        """One attempt: the answer the caller wants, or the error it failed with (returned).
+
+        The bulk engine calls this directly: it applies ``decide`` per chunk itself.
+        """
+        try:
+            reply = await self._send_authenticated(call, attempt, authenticate=authenticate)
+        except TransportError as exc:
+            return exc
+        if reply.status not in RETRY_STATUSES:
+            if accept is not None and accept(reply.status, reply.body):
+                return reply
+            if 200 <= reply.status < 300 and not _has_errors(reply.body):
+                return reply
+        return self._error(reply, call)
 
     @staticmethod
     def _error(reply: Reply, call: _Call) -> APIError:

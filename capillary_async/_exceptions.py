@@ -43,6 +43,10 @@ __all__ = [
     "ConnectError",
     "ConnectTimeoutError",
     "ConnectionLostError",
+    "InputError",
+    "JournalError",
+    "JournalIOError",
+    "JournalMismatchError",
     "NotFoundError",
     "OutcomeUnknownError",
     "PermissionDeniedError",
@@ -222,6 +226,22 @@ class ValidationError(CapillaryError, ValueError):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_rebuild_validation_error, (self.field, self.reason, self.code))
+
+
+class InputError(CapillaryError, ValueError):
+    """An input file cannot be used at all (its CSV header, no rows): nothing was sent."""
+
+
+class JournalError(CapillaryError):
+    """A job's journal cannot be used (in use, damaged, not a journal): nothing was sent."""
+
+
+class JournalMismatchError(JournalError):
+    """The journal belongs to another job: another input, endpoint or target."""
+
+
+class JournalIOError(JournalError):
+    """The journal could not be written (a full disk, an I/O error) or read during a run."""
 
 
 def _rebuild_validation_error(field: str, reason: str, code: int | None) -> ValidationError:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from capillary_async import BasicAuth, BearerToken, OAuthCredentials
-from capillary_async._batch import failure_columns
+from capillary_async._bulk import failure_columns
 from capillary_async.cli._env import UsageError, credentials_from_env, target_from
 from capillary_async.cli._inputs import count_rows, open_input, unflatten
 from capillary_async.cli._progress import Display

@@ -26,7 +26,7 @@ import anyio.lowlevel
 import pytest
 
 from capillary_async import BasicAuth
-from capillary_async._batch import failure_columns
+from capillary_async._bulk import failure_columns
 from capillary_async.cli import _run as run_module
 from capillary_async.cli import main
 from capillary_async.cli._env import UsageError

@@ -44,8 +44,8 @@ from capillary_async import (
     ServerError,
     TokenHeaderStyle,
 )
-from capillary_async._batch import Job
-from capillary_async._resources import _ExpirySpec
+from capillary_async._bulk import BulkOptions, ExpirySpec
+from capillary_async._bulk._job import Job
 
 from .conftest import FakeClock
 
@@ -943,21 +943,25 @@ async def test_a_stop_while_a_chunk_is_being_recorded_keeps_it_home() -> None:
 
     recorded: list[int] = []
 
-    async def on_send(items: list[Any]) -> None:
-        recorded.append(len(items))
-        if len(recorded) == 2:
-            job.stop("interrupted", drain=False)
-        await anyio.lowlevel.checkpoint()
+    class Hooks:
+        async def before(self, index: int, raw: Any) -> None:
+            return None
+
+        async def on_send(self, items: list[Any]) -> None:
+            recorded.append(len(items))
+            if len(recorded) == 2:
+                job.stop("interrupted", drain=False)
+            await anyio.lowlevel.checkpoint()
 
     async with client_with(handler) as client:
         job: Job[Any, Any] = Job(
-            _ExpirySpec(client, UNSET),
+            ExpirySpec(client, UNSET),
             [item(n) for n in range(1, 5)],
+            BulkOptions(chunk_size=2, concurrency=1),
             clock=client.clock,
             retry=client.retry,
-            chunk_size=2,
-            concurrency=1,
-            on_send=on_send,
+            keep_failures=True,
+            hooks=Hooks(),
         )
         send, receive = anyio.create_memory_object_stream[Any](10)
         async with receive, anyio.create_task_group() as tg:

@@ -1,0 +1,388 @@
+"""Input files, read lazily: JSONL (one wire object a line) and CSV (dotted wire names).
+
+Each row carries its line number; a row that cannot be read (bad JSON, JSON
+nested deeper than any wire object, bad CSV quoting, more cells than the
+header, a byte that is not UTF-8) becomes a row with an ``error`` instead of
+stopping the job. What makes the whole input
+unusable (a CSV header naming unknown columns or missing required ones, no
+rows at all) is an ``InputError`` before anything is sent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import itertools
+import json
+import os
+import sys
+import types
+import typing
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import attrs
+
+from .._converters import wire_name
+from .._exceptions import InputError, excerpt
+from .._models import NOT_ON_WIRE, ExpiryUpdate, RedemptionUpdate
+
+__all__ = ["Columns", "InputFile", "InputRow", "columns_of", "count_rows", "open_input"]
+
+# The BOM Excel (and Notepad) put before UTF-8 text is dropped by "utf-8-sig";
+# bytes that are not UTF-8 become lone surrogates and spoil only their own line.
+_ENCODING = "utf-8-sig"
+_ERRORS = "surrogateescape"
+#: Deepest nesting a row may have. Wire objects nest two or three levels; a
+#: deeper row is refused on its own line, before anything (the parser, the
+#: models, the journal) could recurse through it and exhaust the stack.
+MAX_DEPTH = 16
+
+
+@attrs.frozen
+class InputRow:
+    """One input row: its position among the rows, its line, and its wire data or why not.
+
+    A bulk job takes these as items: a row with an ``error`` ends ``invalid``
+    with that reason, and every outcome and report row carries the ``line``.
+    """
+
+    index: int
+    line: int
+    data: Any = None
+    error: str | None = None
+
+
+@attrs.frozen
+class Columns:
+    """The dotted CSV columns a model takes: all it knows, those it needs, and open maps."""
+
+    known: frozenset[str]
+    required: tuple[str, ...]
+    #: Prefixes (``customMeta.``) under which any key is a column.
+    open: tuple[str, ...]
+
+    def problems(self, header: Sequence[str]) -> list[str]:
+        """What is wrong with a CSV header, one sentence a problem (none when it is usable)."""
+        seen: set[str] = set()
+        unknown: list[str] = []
+        twice: list[str] = []
+        for position, name in enumerate(header, start=1):
+            if name in seen:
+                twice.append(name)
+            seen.add(name)
+            if not name:
+                unknown.append(f"(an empty name, column {position})")
+            elif name not in self.known and not any(
+                name.startswith(prefix) and len(name) > len(prefix) for prefix in self.open
+            ):
+                unknown.append(name)
+        missing = [name for name in self.required if name not in seen]
+        found = []
+        if unknown:
+            found.append(f"unknown columns: {_names(unknown)}")
+        if missing:
+            found.append(f"missing required columns: {_names(missing)}")
+        if twice:
+            found.append(f"columns named twice: {_names(twice)}")
+        return found
+
+    def describe(self) -> str:
+        """The columns, for a message that says what a header may hold."""
+        optional = sorted(self.known - set(self.required))
+        return f"required: {', '.join(self.required)}; optional: {', '.join(optional)}" + "".join(
+            f", {prefix}<key>" for prefix in self.open
+        )
+
+
+def _names(names: Sequence[str]) -> str:
+    return ", ".join(excerpt(name, 80) for name in names[:20]) + (
+        f" and {len(names) - 20} more" if len(names) > 20 else ""
+    )
+
+
+def columns_of(kind: str) -> Columns:
+    """The columns of an ``expiry`` or ``redemption`` CSV, from the request model itself."""
+    model = ExpiryUpdate if kind == "expiry" else RedemptionUpdate
+    known: set[str] = set()
+    required: list[str] = []
+    open_maps: list[str] = []
+
+    def walk(cls: type[Any], prefix: str, needed: bool) -> None:
+        hints = typing.get_type_hints(cls)
+        for field in attrs.fields(cls):
+            if field.metadata.get(NOT_ON_WIRE):
+                continue
+            name = prefix + wire_name(cls, field.name)
+            value_type = _without_none(hints[field.name])
+            field_needed = needed and field.default is attrs.NOTHING
+            if attrs.has(value_type):
+                walk(value_type, name + ".", field_needed)
+            elif typing.get_origin(value_type) is dict:
+                open_maps.append(name + ".")
+            else:
+                known.add(name)
+                if field_needed:
+                    required.append(name)
+
+    walk(model, "", True)
+    return Columns(frozenset(known), tuple(required), tuple(open_maps))
+
+
+def _without_none(hint: Any) -> Any:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        rest = [arg for arg in typing.get_args(hint) if arg is not type(None)]
+        if len(rest) == 1:
+            return rest[0]
+    return hint
+
+
+def unflatten(record: dict[str, str]) -> dict[str, Any]:
+    """Dotted CSV columns (``expiryDate.expiryType``) as nested wire fields; empty cells dropped."""
+    result: dict[str, Any] = {}
+    for column, value in record.items():
+        if value is None or value == "":
+            continue
+        node = result
+        *parents, leaf = column.split(".")
+        for part in parents:
+            existing = node.setdefault(part, {})
+            if not isinstance(existing, dict):  # a data problem, reported per row
+                raise ValueError(f"column {column!r} conflicts with column {part!r}")  # noqa: TRY004
+            node = existing
+        node[leaf] = value
+    return result
+
+
+def _not_utf8(text: str) -> str | None:
+    """Why a decoded line is not UTF-8 text (its first stray byte), or None when it is."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        stray = ord(text[exc.start]) - 0xDC00
+        return (
+            f"not valid UTF-8 (byte 0x{stray:02x} at character {exc.start + 1}); save it as UTF-8"
+        )
+    return None
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether JSON data nests objects and arrays more than ``limit`` deep (no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        children = node.values() if isinstance(node, dict) else node
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
+
+
+_TOO_DEEP = f"nested more than {MAX_DEPTH} levels deep"
+
+
+def _json_row(index: int, line: int, text: str) -> InputRow:
+    problem = _not_utf8(text)
+    if problem is not None:
+        return InputRow(index, line, error=f"line {line}: {problem}")
+    try:
+        data = json.loads(text)
+    except RecursionError:  # the C parser recurses once per level: "[" x 100,000
+        return InputRow(index, line, error=f"line {line}: not valid JSON ({_TOO_DEEP})")
+    except ValueError as exc:
+        return InputRow(index, line, error=f"line {line}: not valid JSON ({exc})")
+    if not isinstance(data, dict):
+        kind = type(data).__name__
+        return InputRow(index, line, error=f"line {line}: expected an object, got {kind}")
+    if _deeper_than(data, MAX_DEPTH):
+        return InputRow(index, line, error=f"line {line}: {_TOO_DEEP}")
+    return InputRow(index, line, data)
+
+
+#: The longest line read (characters): a real row is a few hundred; a whole JSON
+#: array exported on one line must not be loaded into memory at once.
+MAX_LINE = 1 << 20
+_ENDS = ("\n", "\r")
+_TOO_LONG = f"longer than {MAX_LINE:,} characters (one object a line is expected)"
+
+
+def _lines(stream: IO[str]) -> Iterator[tuple[int, str | None]]:
+    """(number, text) of each line, ``None`` for one past ``MAX_LINE``: read in bounded steps."""
+    number = 0
+    while text := stream.readline(MAX_LINE + 1):
+        number += 1
+        if len(text) <= MAX_LINE or text.endswith(_ENDS):
+            yield number, text
+            continue
+        while (rest := stream.readline(MAX_LINE)) and not rest.endswith(_ENDS):
+            pass  # the rest of the long line, skipped piece by piece
+        yield number, None
+
+
+def _jsonl(stream: IO[str]) -> Iterator[InputRow]:
+    index = 0
+    for line, text in _lines(stream):
+        if text is None:
+            yield InputRow(index, line, error=f"line {line}: {_TOO_LONG}")
+            index += 1
+        elif text.strip():
+            yield _json_row(index, line, text)
+            index += 1
+
+
+def _cells(text: str) -> list[str]:
+    return next(csv.reader([text], strict=True), [])
+
+
+def _csv_header(lines: Iterator[tuple[int, str | None]], columns: Columns | None) -> list[str]:
+    """The header, checked against the model's columns: a bad one stops the job unsent."""
+    for line, raw in lines:
+        if raw is None:
+            raise InputError(f"line {line}: the CSV header is {_TOO_LONG}")
+        text = raw.rstrip("\r\n")
+        if not text.strip():
+            continue
+        problem = _not_utf8(text)
+        if problem is not None:
+            raise InputError(f"line {line}: the CSV header is {problem}")
+        try:
+            header = [name.strip() for name in _cells(text)]
+        except csv.Error as exc:
+            raise InputError(f"line {line}: unreadable CSV header ({exc})") from None
+        deep = [name for name in header if name.count(".") >= MAX_DEPTH]
+        if deep:  # a row would nest as deep as its dotted names
+            raise InputError(
+                f"the CSV header (line {line}) has columns {_TOO_DEEP}: {_names(deep)}. "
+                "Nothing was sent"
+            )
+        problems = columns.problems(header) if columns is not None else []
+        if columns is not None and problems:
+            raise InputError(
+                f"the CSV header (line {line}) has {'; '.join(problems)}. "
+                f"Columns are {columns.describe()}. Nothing was sent"
+            )
+        return header
+    raise InputError("no rows: the CSV file is empty; nothing was sent")
+
+
+def _csv(lines: Iterator[tuple[int, str | None]], header: list[str]) -> Iterator[InputRow]:
+    # One record a physical line: an unbalanced quote then spoils its own row
+    # only, instead of swallowing the rows after it (multi-line cells are not
+    # supported, which operations files do not use).
+    index = 0
+    for line, raw in lines:
+        if raw is None:
+            yield InputRow(index, line, error=f"line {line}: {_TOO_LONG}")
+            index += 1
+            continue
+        text = raw.rstrip("\r\n")
+        if text.strip():
+            yield _csv_row(index, line, text, header)
+            index += 1
+
+
+def _csv_row(index: int, line: int, text: str, header: list[str]) -> InputRow:
+    problem = _not_utf8(text)
+    if problem is not None:
+        return InputRow(index, line, error=f"line {line}: {problem}")
+    try:
+        cells = _cells(text)
+    except csv.Error as exc:
+        return InputRow(index, line, error=f"line {line}: bad CSV ({exc})")
+    if len(cells) > len(header):
+        problem = f"{len(cells)} cells but the header has {len(header)} columns"
+        return InputRow(index, line, error=f"line {line}: {problem}")
+    record = dict(zip(header, cells + [""] * (len(header) - len(cells)), strict=True))
+    try:
+        return InputRow(index, line, unflatten(record))
+    except ValueError as exc:
+        return InputRow(index, line, error=f"line {line}: {exc}")
+
+
+@contextlib.contextmanager
+def open_input(path: str, columns: Columns | None) -> Iterator[Iterator[InputRow]]:
+    """The rows of ``path`` (``.csv``, else JSON lines; ``-`` is JSONL on standard input).
+
+    Raises ``InputError`` at once, before a row is used, for a CSV header that
+    does not fit ``columns`` and for an input with no rows.
+    """
+    with _open_text(path) as stream:
+        if path != "-" and path.lower().endswith(".csv"):
+            lines = _lines(stream)
+            rows = _csv(lines, _csv_header(lines, columns))
+        else:
+            rows = _jsonl(stream)
+        first = next(rows, None)
+        if first is None:
+            where = "standard input" if path == "-" else "the file"
+            raise InputError(f"no rows: {where} holds no input rows; nothing was sent")
+        yield itertools.chain([first], rows)
+
+
+@contextlib.contextmanager
+def _open_text(path: str) -> Iterator[IO[str]]:
+    if path == "-":
+        binary = getattr(sys.stdin, "buffer", None)
+        if binary is None:  # replaced by a text stream (tests, embedding): read it as it is
+            yield sys.stdin
+            return
+        stream = io.TextIOWrapper(binary, encoding=_ENCODING, errors=_ERRORS)
+        try:
+            yield stream
+        finally:
+            stream.detach()  # standard input stays open for whoever owns it
+        return
+    newline = "" if path.lower().endswith(".csv") else None
+    with Path(path).open(encoding=_ENCODING, errors=_ERRORS, newline=newline) as stream:
+        yield stream
+
+
+def count_rows(path: str) -> int | None:
+    """A quick count of rows for the progress bar (None for standard input)."""
+    if path == "-":
+        return None
+    lines = 0
+    last = b"\n"
+    with Path(path).open("rb") as stream:
+        while block := stream.read(1 << 20):
+            lines += block.count(b"\n")
+            last = block[-1:]
+    if last != b"\n":
+        lines += 1
+    return max(0, lines - 1) if path.lower().endswith(".csv") else lines
+
+
+class InputFile:
+    """The rows of a JSONL or CSV file (``-``: JSON lines on standard input), read lazily.
+
+    Iterate it, or hand it to a bulk call as its items: each row is an
+    ``InputRow``, so outcomes and reports name the file's line, and a journal
+    ties itself to the file's bytes. ``kind`` (``"expiry"`` or
+    ``"redemption"``) says which columns a CSV header may name.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, kind: str = "expiry") -> None:
+        if kind not in ("expiry", "redemption"):
+            raise ValueError("kind: must be 'expiry' or 'redemption'")
+        self.path = os.fspath(path)
+        self.kind = kind
+
+    def __repr__(self) -> str:
+        return f"<InputFile {excerpt(self.path, 200)} kind={self.kind}>"
+
+    def __iter__(self) -> Iterator[InputRow]:
+        with open_input(self.path, columns_of(self.kind)) as rows:
+            yield from rows
+
+    def check(self) -> None:
+        """Read the header and the first row: ``InputError`` if the file cannot be used."""
+        with open_input(self.path, columns_of(self.kind)):
+            pass
+
+    def count(self) -> int | None:
+        """How many rows, counted quickly (None for standard input)."""
+        return count_rows(self.path)

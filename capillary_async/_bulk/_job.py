@@ -1,0 +1,652 @@
+"""The scheduler: one job is a task group holding a reader, a packer and ``concurrency`` workers.
+
+- The reader pulls the input lazily, one held-item token per item (the tokens
+  are the backpressure: a token comes back when its item's outcome is out),
+  turns it into a model (a failure is an ``invalid`` outcome, sent nowhere)
+  and adds it to the ``Chunker``.
+- The packer turns the chunker's chunks into work. It sleeps on one event,
+  ``_changed``, set when an item is added or released, and flushes a partial
+  chunk when the input stalls for ``flush_after`` seconds.
+- Workers send chunks one attempt at a time and merge the answers; after a
+  failure ``decide`` says what to do. A chunk to be retried sleeps in a task of
+  its own until it is due, so the workers carry on with fresh chunks.
+
+Every item ends through ``_final``: the one place that counts, reports and
+hands out an outcome, gives back its token and frees its key.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections import deque
+from collections.abc import AsyncIterable, Iterable, Sequence
+from typing import Any, Generic, Protocol, TypeVar
+
+import anyio
+import anyio.abc
+import attrs
+from anyio.streams.memory import MemoryObjectSendStream
+
+from .._config import Clock, RetryPolicy
+from .._exceptions import CapillaryError, ValidationError, excerpt
+from .._retry import Action, Decision, decide, maybe_applied
+from ._chunker import Chunker
+from ._files import InputRow
+from ._options import BulkOptions
+from ._outcomes import ItemOutcome, OutcomeStatus, Progress
+from ._pacing import Budget, Pacer, RetryBudget
+from ._report import MAX_ANOMALIES, BulkReport
+from ._specs import BulkSpec
+
+__all__ = ["Job", "JobHooks"]
+
+logger = logging.getLogger("capillary_async")
+
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
+Entry = tuple[int, Any]
+
+SUCCEEDED, FAILED, INVALID, UNKNOWN, NOT_ATTEMPTED = (
+    OutcomeStatus.SUCCEEDED,
+    OutcomeStatus.FAILED,
+    OutcomeStatus.INVALID,
+    OutcomeStatus.UNKNOWN,
+    OutcomeStatus.NOT_ATTEMPTED,
+)
+_NOT_REPEATED = (
+    "{}; the request may have been applied and was not repeated because repeating "
+    "FIXED_DAYS / FIXED_MONTHS is not safe"
+)
+
+
+class JobHooks(Protocol):
+    """What a journal adds to a job."""
+
+    async def before(self, index: int, raw: Any) -> ItemOutcome | None:
+        """An earlier run's final outcome for this input item, or None to process it."""
+        ...
+
+    async def on_send(self, entries: list[Entry]) -> None:
+        """Items about to be sent for the first time; raising keeps them home and stops the job."""
+        ...
+
+
+class _Gate:
+    """Counts held items; waits only when the limit is reached (no checkpoint per item)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.count = 0
+        self.peak = 0
+        self._event: anyio.Event | None = None
+
+    @property
+    def full(self) -> bool:
+        return self.count >= self.limit
+
+    async def take(self) -> None:
+        while self.count >= self.limit:
+            if self._event is None:
+                self._event = anyio.Event()
+            await self._event.wait()
+        self.count += 1
+        self.peak = max(self.peak, self.count)
+
+    def give(self, count: int = 1) -> None:
+        self.count -= count
+        if self._event is not None:
+            self._event.set()
+            self._event = None
+
+
+class _Signal:
+    """An event that costs nothing to set while nobody waits for it."""
+
+    def __init__(self) -> None:
+        self._event: anyio.Event | None = None
+
+    def set(self) -> None:
+        if self._event is not None:
+            self._event.set()
+            self._event = None
+
+    def waiter(self) -> anyio.Event:
+        if self._event is None:
+            self._event = anyio.Event()
+        return self._event
+
+
+async def _send(stream: MemoryObjectSendStream[Any], item: Any) -> None:
+    # anyio's send() checkpoints on every call; per item, that is a loop turn.
+    try:
+        stream.send_nowait(item)
+    except anyio.WouldBlock:
+        await stream.send(item)
+    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+        # The other side closed because the job is being cancelled: the caller
+        # must see its own cancellation, not this symptom of it.
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        raise
+
+
+@attrs.define(eq=False)
+class _Chunk:
+    items: list[Entry]
+    attempt: int = 0
+    split: bool = False
+    last_error: CapillaryError | None = None
+    #: An attempt failed in a way that may have applied it: a later refusal cannot undo that.
+    maybe_applied: bool = False
+
+
+class Job(Generic[ItemT, ResultT]):
+    """One run of the engine over one input."""
+
+    def __init__(
+        self,
+        spec: BulkSpec[ItemT, ResultT],
+        items: Iterable[Any] | AsyncIterable[Any],
+        options: BulkOptions,
+        *,
+        clock: Clock,
+        retry: RetryPolicy,
+        keep_failures: bool,
+        hooks: JobHooks | None = None,
+    ) -> None:
+        chunk_size = options.chunk_size
+        if spec.max_chunk_size is not None:
+            chunk_size = min(chunk_size, spec.max_chunk_size)
+        self.spec = spec
+        self.items = items
+        self.options = options
+        self.clock = clock
+        self.retry = retry
+        self.hooks = hooks
+        self.chunker: Chunker[ItemT] = Chunker(chunk_size, spec.key)
+        self.pacer = Pacer(clock, options.concurrency, options.rate_limit)
+        self.budget = Budget(options.retry_budget or RetryBudget())
+        self.report = BulkReport(
+            keep_all=options.keep_all, keep_failures=keep_failures, describe=spec.describe
+        )
+        self.report._wire = spec.wire
+        self.report.dry_run = options.dry_run
+        # In flight, one chunk being built, and one waiting to retry.
+        self.held_limit = chunk_size * (options.concurrency + 2)
+        self.report.held_limit = self.held_limit
+        self._held = _Gate(self.held_limit)
+        self._ready: deque[_Chunk] = deque()
+        self._unfinished = 0  # chunks made and not yet final (parked ones included)
+        self._input_done = False
+        self._packing_done = False
+        self._changed = _Signal()  # for the packer: an item was added or released
+        self._work = _Signal()  # for the workers: a chunk is ready, or the job is over
+        self._stopping = False
+        self._drain = True
+        self._read = 0
+        self._sent = 0
+        self._lines: dict[int, int] = {}
+        self._finalized: set[int] = set()
+        self._watermark = 0
+        self._started = clock.monotonic()
+        self._out: MemoryObjectSendStream[ItemOutcome] | None = None
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._parked: set[anyio.CancelScope] = set()
+
+    @property
+    def chunk_size(self) -> int:
+        return self.chunker.size
+
+    # -- running -----------------------------------------------------------------------
+
+    async def run(self, out: MemoryObjectSendStream[ItemOutcome]) -> None:
+        """Run to the end, sending every outcome to ``out`` (closed when done)."""
+        self._out = out
+        self._started = self.clock.monotonic()
+        try:
+            async with out, anyio.create_task_group() as tg:
+                self._task_group = tg
+                tg.start_soon(self._reader)
+                tg.start_soon(self._packer)
+                for _ in range(self.options.concurrency):
+                    tg.start_soon(self._worker)
+        finally:
+            out.close()  # also when cancelled before a task got to it
+            self.report.elapsed = self.clock.monotonic() - self._started
+            self.report.peak_held = self._held.peak
+        await self._report_progress()
+
+    def stop(self, reason: str, *, drain: bool = True) -> None:
+        """Send nothing more: requests in flight finish, items not sent end ``not_attempted``.
+
+        With ``drain=False`` the rest of the input is not read at all (a journal
+        knows those items are still pending), so the report covers only what
+        was read.
+        """
+        if not drain:
+            self._drain = False
+        if not self._stopping:
+            self._stopping = True
+            self.report.stop_reason = reason
+            logger.warning("bulk job stopping: %s", reason)
+            for scope in self._parked:  # chunks waiting to retry settle now
+                scope.cancel()
+            self._changed.set()
+            self._work.set()
+
+    # -- outcomes --------------------------------------------------------------------------
+
+    def _outcome(  # noqa: PLR0917 - the fields of ItemOutcome, in its order
+        self,
+        index: int,
+        item: Any,
+        status: OutcomeStatus,
+        update: Any = None,
+        code: int | None = None,
+        message: str | None = None,
+        request_id: str | None = None,
+        settled: bool = False,
+    ) -> ItemOutcome:
+        line = self._lines.pop(index, None) if self._lines else None
+        return ItemOutcome(index, item, status, update, code, message, request_id, settled, line)
+
+    def _ended(
+        self,
+        entries: Sequence[Entry],
+        status: OutcomeStatus,
+        error: CapillaryError | None = None,
+        message: str | None = None,
+        *,
+        settled: bool = False,
+    ) -> list[ItemOutcome]:
+        """One status for many items, with the error that ended them."""
+        code = getattr(error, "code", None) if error is not None else None
+        text = message or (f"{type(error).__name__}: {error}" if error is not None else None)
+        text = None if text is None else excerpt(text)
+        request_id = None if error is None else error.request_id
+        return [
+            self._outcome(index, item, status, None, code, text, request_id, settled)
+            for index, item in entries
+        ]
+
+    async def _final(
+        self, outcomes: Sequence[ItemOutcome], *, chunk: _Chunk | None = None, placed: bool = True
+    ) -> None:
+        """The one verb for "these items are final": counted, handed out, key and token freed.
+
+        ``chunk``: the chunk they end (it is over). ``placed``: the items went
+        through the chunker (not refused or resumed at the reader).
+        """
+        out = self._out
+        if out is None:
+            raise RuntimeError("the job is not running")
+        report, finalized = self.report, self._finalized
+        for outcome in outcomes:
+            report._add(outcome)
+            finalized.add(outcome.index)
+            while self._watermark in finalized:
+                finalized.discard(self._watermark)
+                self._watermark += 1
+            await _send(out, outcome)
+            self._held.give()
+        if placed and outcomes:
+            self.chunker.release((o.index, o.item) for o in outcomes)
+            self._changed.set()
+        if chunk is not None:
+            self._unfinished -= 1
+            self._work.set()
+
+    def progress(self) -> Progress:
+        """The counts right now."""
+        report = self.report
+        elapsed = self.clock.monotonic() - self._started
+        return Progress(
+            read=self._read,
+            sent=self._sent,
+            succeeded=report.succeeded,
+            failed=report.failed,
+            invalid=report.invalid,
+            unknown=report.unknown,
+            not_attempted=report.not_attempted,
+            requests=report.requests,
+            retried_requests=report.retried_requests,
+            split_requests=report.split_requests,
+            elapsed=elapsed,
+            items_per_second=report.total / elapsed if elapsed > 0 else 0.0,
+            watermark=self._watermark,
+            concurrency=int(self.pacer.limiter.total_tokens),
+            chunk_size=self.chunk_size,
+        )
+
+    async def _report_progress(self) -> None:
+        on_progress = self.options.on_progress
+        if on_progress is None:
+            return
+        result = on_progress(self.progress())
+        if inspect.isawaitable(result):
+            await result
+
+    def _note_anomaly(self, text: str) -> None:
+        """Count every oddity of the answers; keep and log a bounded sample."""
+        report = self.report
+        report.anomaly_count += 1
+        if len(report.anomalies) < MAX_ANOMALIES:
+            text = excerpt(text, 300)
+            report.anomalies.append(text)
+            logger.warning("bulk job: %s", text)
+        elif report.anomaly_count == MAX_ANOMALIES + 1:
+            logger.warning("bulk job: more anomalies; they are counted, not logged")
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def _reader(self) -> None:
+        items = self.items
+        try:
+            if isinstance(items, AsyncIterable):
+                iterator = aiter(items)
+                try:
+                    async for raw in iterator:
+                        if self._stopping and not self._drain:
+                            break
+                        await self._take(raw)
+                finally:
+                    close = getattr(iterator, "aclose", None)
+                    if close is not None:
+                        with anyio.CancelScope(shield=True):
+                            await close()
+            else:
+                sync_iterator = iter(items)
+                try:
+                    for raw in sync_iterator:
+                        if self._stopping and not self._drain:
+                            break
+                        await self._take(raw)
+                finally:
+                    close_sync = getattr(sync_iterator, "close", None)
+                    if close_sync is not None:
+                        close_sync()  # a file reader closes its file now, not at collection
+        finally:
+            self._input_done = True
+            self._changed.set()
+
+    async def _take(self, raw: Any) -> None:
+        """Hold one input item: a token first, so the input is read no faster than it drains."""
+        await self._held.take()
+        index = self._read
+        self._read += 1
+        if index % 256 == 255:
+            await anyio.lowlevel.checkpoint()  # stay fair to the workers on a fast input
+        if isinstance(raw, InputRow):
+            self._lines[index] = raw.line
+        if self.hooks is not None:
+            earlier = await self.hooks.before(index, raw)
+            if earlier is not None:
+                self._lines.pop(index, None)
+                await self._final([earlier], placed=False)
+                return
+        if self._stopping:
+            await self._final([self._outcome(index, raw, NOT_ATTEMPTED)], placed=False)
+            return
+        try:
+            item = self._prepare(raw)
+        except ValidationError as exc:
+            data = raw.data if isinstance(raw, InputRow) else raw
+            outcome = self._outcome(index, data, INVALID, None, exc.code, excerpt(str(exc)))
+            await self._final([attrs.evolve(outcome, settled=True)], placed=False)
+            return
+        if self.options.dry_run:
+            await self._final([self._outcome(index, item, NOT_ATTEMPTED)], placed=False)
+            return
+        self.chunker.add(index, item)
+        self._changed.set()
+
+    def _prepare(self, raw: Any) -> ItemT:
+        if not isinstance(raw, InputRow):
+            return self.spec.prepare(raw)
+        where = f"line {raw.line}"
+        if raw.error is not None:
+            raise ValidationError(where, raw.error)
+        try:
+            return self.spec.prepare(raw.data)
+        except ValidationError as exc:
+            field = f"{where}: {exc.field}" if exc.field else where
+            raise ValidationError(field, exc.reason, code=exc.code) from None
+        except RecursionError:  # the reader bounds nesting; a row must never end the job
+            raise ValidationError(where, "nested too deeply to read") from None
+
+    # -- packing -------------------------------------------------------------------------------
+
+    async def _packer(self) -> None:
+        chunker, flush_after = self.chunker, self.options.flush_after
+        while True:
+            if self._stopping:
+                left = chunker.abandon()
+                if left:
+                    await self._final(self._ended(left, NOT_ATTEMPTED))
+                if self._input_done:
+                    break
+            while (full := chunker.take()) is not None:
+                self._submit(full)
+            # A partial chunk goes early only when waiting could not help: the
+            # input has ended, or every held item sits in it (nothing in flight
+            # will free a token for the reader).
+            if chunker.building and (
+                self._input_done or (self._held.full and not self._unfinished)
+            ):
+                for part in chunker.flush():
+                    self._submit(part)
+                continue
+            if self._input_done and not chunker:
+                break
+            changed = self._changed.waiter()
+            if chunker.building and flush_after is not None:
+                with anyio.move_on_after(flush_after) as scope:
+                    await changed.wait()
+                if scope.cancelled_caught:  # the input stalled: send what there is
+                    for part in chunker.flush():
+                        self._submit(part)
+            else:
+                await changed.wait()
+        self._packing_done = True
+        self._work.set()
+
+    def _submit(self, items: list[Entry]) -> None:
+        self._ready.append(_Chunk(items))
+        self._unfinished += 1
+        self._work.set()
+
+    # -- sending --------------------------------------------------------------------------------
+
+    async def _worker(self) -> None:
+        while True:
+            if self._ready:
+                chunk = self._ready.popleft()
+                if self._stopping:
+                    await self._settle_unsent(chunk)
+                else:
+                    await self._process(chunk)
+            elif self._packing_done and self._unfinished == 0:
+                return
+            else:
+                await self._work.waiter().wait()
+
+    async def _settle_unsent(self, chunk: _Chunk) -> None:
+        """A chunk the job will not send: never-sent items are not attempted."""
+        error = chunk.last_error
+        if error is None:
+            await self._final(self._ended(chunk.items, NOT_ATTEMPTED), chunk=chunk)
+        else:
+            status = UNKNOWN if chunk.maybe_applied or maybe_applied(error) else FAILED
+            await self._final(self._ended(chunk.items, status, error), chunk=chunk)
+
+    async def _process(self, chunk: _Chunk) -> None:
+        await self.pacer.wait_turn()
+        error: CapillaryError | None = None
+        async with self.pacer.limiter:
+            # A stop while this chunk waited for a slot keeps it home.
+            if self._stopping:
+                await self._settle_unsent(chunk)
+                return
+            items = [item for _, item in chunk.items]
+            if self.hooks is not None and chunk.attempt == 0 and not chunk.split:
+                try:
+                    await self.hooks.on_send(chunk.items)  # a journal marks them in flight
+                except Exception as exc:  # noqa: BLE001 - whatever it was, this chunk must not go
+                    # Unrecorded, a request could not be told apart from one never
+                    # sent on a resume: nothing more goes out.
+                    self.stop(f"could not record a chunk before sending it ({_describe(exc)})")
+                    await self._final(self._ended(chunk.items, NOT_ATTEMPTED), chunk=chunk)
+                    return
+                if self._stopping:  # stopped while it was being recorded: it stays home
+                    await self._settle_unsent(chunk)
+                    return
+            report = self.report
+            report.requests += 1
+            if chunk.attempt:
+                report.retried_requests += 1
+            elif chunk.split:
+                report.split_requests += 1
+            else:
+                self._sent += len(items)
+            chunk.attempt += 1
+            try:
+                result, request_id = await self.spec.send(items)
+            except CapillaryError as exc:
+                error = exc
+        if error is not None:
+            await self._on_error(chunk, error)
+        else:
+            await self._on_result(chunk, result, request_id)
+        await self._report_progress()
+
+    async def _on_result(self, chunk: _Chunk, result: ResultT, request_id: str | None) -> None:
+        self.budget.refund()
+        self.pacer.speed_up()
+        try:
+            merged = self.spec.merge(chunk.items, result)
+        except Exception:  # noqa: BLE001 - any answer we cannot read must not end the job
+            # The request was processed; how, nobody can tell from this answer.
+            logger.warning("bulk job: request %s: the answer could not be matched", request_id)
+            self._note_anomaly(f"request {request_id}: the answer could not be matched to items")
+            message = (
+                "the server answered, but its answer could not be read: "
+                "the item may or may not have been applied"
+            )
+            outcomes = self._ended(chunk.items, UNKNOWN, message=message)
+            outcomes = [attrs.evolve(o, request_id=request_id) for o in outcomes]
+            await self._final(outcomes, chunk=chunk)
+            return
+        for note in merged.anomalies:
+            self._note_anomaly(f"request {request_id}: {note}")
+        outcomes = []
+        for v in merged.verdicts:
+            status, text = v.status, v.error_message
+            settled = status in (SUCCEEDED, FAILED)
+            if status is FAILED and chunk.maybe_applied:
+                # Refused now, but an earlier attempt may have landed: a refusal
+                # cannot prove it did not. Only a success settles such an item.
+                status, settled = UNKNOWN, False
+                text = f"refused on a retry after an attempt that may have applied it: {text}"
+            text = None if text is None else excerpt(text)
+            outcomes.append(
+                self._outcome(
+                    v.index, v.item, status, v.update, v.error_code, text, request_id, settled
+                )
+            )
+        await self._final(outcomes, chunk=chunk)
+
+    def _decide(self, chunk: _Chunk, error: CapillaryError, *, idempotent: bool) -> Decision:
+        return decide(
+            error,
+            chunk.attempt,
+            idempotent=idempotent,
+            policy=self.retry,
+            applied_before=chunk.maybe_applied,
+            splittable=len(chunk.items) > 1,
+        )
+
+    async def _on_error(self, chunk: _Chunk, error: CapillaryError) -> None:
+        chunk.last_error = error
+        idempotent = self.spec.idempotent
+        unsafe = [e for e in chunk.items if not idempotent(e[1])]
+        if unsafe and self._decide(chunk, error, idempotent=False).not_repeated:
+            # Whatever happens next, these may already have been applied.
+            message = _NOT_REPEATED.format(f"{type(error).__name__}: {error}")
+            await self._final(self._ended(unsafe, UNKNOWN, error, message))
+            chunk.items = [e for e in chunk.items if idempotent(e[1])]
+            if not chunk.items:
+                await self._final([], chunk=chunk)
+                if self.options.fail_fast:
+                    self.stop(f"fail_fast: a chunk's outcome is unknown ({error})")
+                return
+        decision = self._decide(chunk, error, idempotent=True)
+        chunk.maybe_applied = decision.maybe_applied
+        if decision.slow_down:
+            self.pacer.slow_down(decision.delay)
+        elif decision.pause:  # a 503 that says how long: everyone waits
+            self.pacer.pause(decision.delay)
+        if getattr(error, "status", None) == 413:
+            # Half the refused chunk: halves of one refusal do not shrink it twice.
+            size = max(1, min(self.chunk_size, len(chunk.items) // 2))
+            if size < self.chunk_size:
+                self.chunker.size = size
+                logger.warning("bulk job: 413, chunk size now %d", size)
+        action = decision.action
+        if action is Action.SPLIT:
+            self._split(chunk, error)
+        elif action is Action.RETRY:
+            if not self.budget.charge(error):
+                await self._give_up(chunk, error, decision)
+                self.stop(
+                    f"retry budget spent: the server kept failing ({type(error).__name__}: {error})"
+                )
+                return
+            if self._task_group is None:
+                raise RuntimeError("the job is not running")
+            self._task_group.start_soon(self._park, chunk, decision.delay)
+        else:
+            await self._give_up(chunk, error, decision)
+            if action is Action.STOP:
+                self.stop(f"the server refused the credentials: {error}")
+            elif self.options.fail_fast:
+                self.stop(f"fail_fast: a chunk failed after {chunk.attempt} attempts ({error})")
+
+    async def _give_up(self, chunk: _Chunk, error: CapillaryError, decision: Decision) -> None:
+        """The chunk's items end with its last error: unknown if it may have been applied."""
+        if decision.action is Action.UNKNOWN or decision.maybe_applied:
+            outcomes = self._ended(chunk.items, UNKNOWN, error)
+        else:
+            outcomes = self._ended(chunk.items, FAILED, error, settled=decision.verdict)
+        await self._final(outcomes, chunk=chunk)
+
+    async def _park(self, chunk: _Chunk, delay: float) -> None:
+        """Hold a chunk until its retry is due, without holding up a worker."""
+        with anyio.CancelScope() as scope:
+            self._parked.add(scope)
+            try:
+                await self.clock.sleep(delay)
+            finally:
+                self._parked.discard(scope)
+        self._ready.appendleft(chunk)
+        self._work.set()
+
+    def _split(self, chunk: _Chunk, error: CapillaryError) -> None:
+        """A chunk refused as a whole: halves go again, down to the items at fault."""
+        middle = len(chunk.items) // 2
+        for half in (chunk.items[middle:], chunk.items[:middle]):
+            # Each half was sent once already, as part of this chunk.
+            self._ready.appendleft(
+                _Chunk(half, split=True, maybe_applied=chunk.maybe_applied, last_error=error)
+            )
+        self._unfinished += 1  # one chunk became two
+        self._work.set()
+
+
+def _describe(exc: BaseException) -> str:
+    """A foreign error in our words: its kind, and an OS error's reason (never its repr)."""
+    reason = exc.strerror if isinstance(exc, OSError) else None
+    if reason is None and type(exc).__module__ == "sqlite3":
+        reason = excerpt(str(exc), 200)  # sqlite's own short texts ("disk I/O error")
+    if reason is None and isinstance(exc, CapillaryError):
+        reason = excerpt(str(exc), 300)  # our own words (a journal's "disk is full")
+    return type(exc).__name__ + (f": {reason}" if reason else "")

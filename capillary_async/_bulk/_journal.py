@@ -1,0 +1,538 @@
+"""The job journal: SQLite (WAL), written off the event loop, one row per input row.
+
+A row is absent while pending, ``in_flight`` from just before its chunk is
+sent, and has an outcome (``succeeded``, ``failed``, ``invalid``, ``unknown``,
+``not_attempted``) once its chunk completes. Only a verdict on the row itself
+is final: a success, the server's refusal of that row (``settled``), or
+client-side validation. A rerun sends every other row again, except that a row
+whose fate is unknown is resent only when that is safe or asked for
+(``resume``). The journal is tied to its input file and target by a
+fingerprint, and owned by one process at a time (``JournalLock``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import hashlib
+import json
+import sqlite3
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import anyio
+import anyio.to_thread
+import attrs
+
+from .._exceptions import JournalError, JournalIOError, JournalMismatchError, excerpt
+from ._lock import shown
+
+__all__ = ["Entry", "Journal", "Journalled", "Resume", "fingerprint", "resume", "stored_ref"]
+
+T = TypeVar("T")
+
+#: 2 added ``settled`` and ``refs``; a journal without them (format 1) is upgraded in place.
+FORMAT = 2
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_V1_COLUMNS = frozenset(
+    {"idx", "line", "state", "idempotent", "ref_id", "ref_type", "error_code"}
+    | {"error_message", "request_id"}
+)
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE items (
+    idx INTEGER PRIMARY KEY,
+    line INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    idempotent INTEGER,
+    ref_id TEXT,            -- format 1 only: strings as they were, other values as JSON
+    ref_type TEXT,
+    error_code INTEGER,
+    error_message TEXT,
+    request_id TEXT,
+    settled INTEGER,        -- 1: a verdict on this row; NULL in rows of format 1
+    refs TEXT               -- JSON [ref id, ref type]
+);
+"""
+#: Longest ref kept (a malformed row's "ref" can be anything the file held).
+_REF_LIMIT = 200
+_IN_FLIGHT_MESSAGE = "in flight when a run stopped: sent, and it may have been applied"
+
+
+def fingerprint(kind: str, path: str, target: str) -> str:
+    """What a journal is tied to: the job kind, the input's bytes and the target URL."""
+    digest = hashlib.sha256()
+    digest.update(f"{kind}\0{target}\0".encode(errors="surrogateescape"))
+    with Path(path).open("rb") as stream:
+        while block := stream.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# -- what a rerun does ----------------------------------------------------------------------
+
+
+class Resume(enum.Enum):
+    """What a rerun does with a journalled row."""
+
+    SKIP = "skip"  # final, or unknown and not safe to repeat
+    SEND = "send"
+    UNKNOWN = "unknown"  # left in flight, not safe to repeat: record it unknown
+
+
+def resume(state: str, settled: bool | None, idempotent: bool, *, retry_unknown: bool) -> Resume:
+    """The one rule for resuming: only verdicts are final; unknown fates resend when safe.
+
+    ``failed`` without a verdict (a 401, retries run out on 503s, a stopped
+    job) was never applied, so it is sent again; ``settled`` is None in
+    journals from before the flag, and those rows are sent again too.
+    """
+    if state in ("succeeded", "invalid") or (state == "failed" and settled):
+        return Resume.SKIP
+    if state in ("failed", "not_attempted"):
+        return Resume.SEND
+    if state in ("unknown", "in_flight"):
+        if idempotent or retry_unknown:
+            return Resume.SEND
+        return Resume.UNKNOWN if state == "in_flight" else Resume.SKIP
+    return Resume.SKIP  # a state this version does not know: leave the row alone
+
+
+# -- rows ---------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Entry:
+    """One row's outcome, as recorded."""
+
+    index: int
+    line: int
+    state: str
+    ref_id: Any = None
+    ref_type: Any = None
+    error_code: Any = None
+    error_message: str | None = None
+    request_id: str | None = None
+    settled: bool = False
+
+
+@attrs.frozen
+class Journalled:
+    """What a rerun needs to know of a journalled row."""
+
+    index: int
+    state: str
+    settled: bool | None
+    idempotent: bool
+    error_code: Any = None
+    error_message: str | None = None
+    request_id: str | None = None
+
+
+@attrs.frozen
+class Failure:
+    """A row that did not succeed, for the failures CSV."""
+
+    index: int
+    line: int
+    ref_id: Any
+    ref_type: Any
+    state: str
+    error_code: Any
+    error_message: str | None
+    request_id: str | None
+
+
+# -- the journal ----------------------------------------------------------------------------------
+
+
+class Journal:
+    """One job's journal; every call runs in a worker thread, one at a time.
+
+    A failure to write or read it during a run (a full disk, an I/O error) is a
+    ``JournalIOError`` in our words; a failed write changes nothing.
+    """
+
+    def __init__(self, path: Path, connection: sqlite3.Connection, name: str | None = None) -> None:
+        self.path = path
+        #: How messages name it ("journal job.db"), control characters neutralised.
+        self.name = name or f"journal {shown(path)}"
+        self._db = connection
+        self._limiter = anyio.CapacityLimiter(1)
+
+    @classmethod
+    async def open(cls, path: str | Path, fingerprint: str, *, name: str | None = None) -> Journal:
+        """Open or create; refuses anything that is not this job's journal, changing nothing."""
+        journal_path = Path(path)
+        name = name or f"journal {shown(journal_path)}"
+        connection = await anyio.to_thread.run_sync(_connect, journal_path, fingerprint, name)
+        return cls(journal_path, connection, name)
+
+    async def _run(self, call: Callable[..., T], *args: Any, doing: str = "written") -> T:
+        try:
+            return await anyio.to_thread.run_sync(call, *args, limiter=self._limiter)
+        except sqlite3.Error as exc:
+            raise JournalIOError(
+                f"the {self.name} could not be {doing} ({sqlite_reason(exc)})"
+            ) from None
+
+    async def close(self) -> None:
+        await self._run(self._db.close)
+
+    # -- writing -------------------------------------------------------------------------
+
+    async def mark_in_flight(self, rows: Sequence[tuple[int, int, bool, Any, Any]]) -> None:
+        """(index, line, idempotent, ref id, ref type) of rows about to be sent: committed first."""
+        batch = [(i, line, int(idem), _refs(r, t)) for i, line, idem, r, t in rows]
+
+        def write() -> None:
+            with self._transaction():
+                self._db.executemany(
+                    "INSERT INTO items (idx, line, state, idempotent, refs) "
+                    "VALUES (?, ?, 'in_flight', ?, ?) ON CONFLICT(idx) DO UPDATE SET "
+                    "state = 'in_flight', idempotent = excluded.idempotent, "
+                    "refs = COALESCE(excluded.refs, refs)",
+                    batch,
+                )
+
+        await self._run(write)
+
+    async def record(self, entries: Iterable[Entry]) -> None:
+        """Outcomes; messages are bounded and made encodable, refs stored as JSON."""
+        batch = [
+            (
+                e.index,
+                e.line,
+                e.state,
+                _refs(e.ref_id, e.ref_type),
+                _code(e.error_code),
+                None if e.error_message is None else excerpt(e.error_message),
+                None if e.request_id is None else excerpt(e.request_id, _REF_LIMIT),
+                int(e.settled),
+            )
+            for e in entries
+        ]
+        if not batch:
+            return
+
+        def write() -> None:
+            with self._transaction():
+                self._db.executemany(
+                    "INSERT INTO items (idx, line, state, refs, error_code, error_message, "
+                    "request_id, settled) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                    "ON CONFLICT(idx) DO UPDATE SET state = excluded.state, "
+                    "refs = COALESCE(excluded.refs, refs), "
+                    "error_code = excluded.error_code, error_message = excluded.error_message, "
+                    "request_id = excluded.request_id, settled = excluded.settled",
+                    batch,
+                )
+
+        await self._run(write)
+
+    async def add_counters(self, **counts: int) -> None:
+        """Accumulate run counters (requests...) across runs."""
+
+        def write() -> None:
+            with self._transaction():
+                for key, value in counts.items():
+                    row = self._db.execute(
+                        "SELECT value FROM meta WHERE key = ?", (f"count:{key}",)
+                    ).fetchone()
+                    total = (int(row[0]) if row else 0) + value
+                    self._db.execute(
+                        "INSERT OR REPLACE INTO meta VALUES (?, ?)", (f"count:{key}", str(total))
+                    )
+
+        await self._run(write)
+
+    # -- reading -------------------------------------------------------------------------
+
+    async def states(self, batch: int = 5000) -> AsyncGenerator[Journalled, None]:
+        """Every journalled row, in index order, read in batches (flat memory)."""
+        last = -1
+        while True:
+            rows = await self._run(
+                lambda after: self._db.execute(
+                    "SELECT idx, state, settled, idempotent, error_code, error_message, "
+                    "request_id FROM items WHERE idx > ? "
+                    "ORDER BY idx LIMIT ?",
+                    (after, batch),
+                ).fetchall(),
+                last,
+                doing="read",
+            )
+            if not rows:
+                return
+            for idx, state, settled, idempotent, code, message, request_id in rows:
+                yield Journalled(
+                    idx,
+                    state,
+                    None if settled is None else bool(settled),
+                    bool(idempotent),
+                    code,
+                    message,
+                    request_id,
+                )
+            last = rows[-1][0]
+
+    async def summary(self) -> dict[str, Any]:
+        """Counts by state, failures by code and the accumulated counters."""
+
+        def read() -> dict[str, Any]:
+            counts = dict(self._db.execute("SELECT state, COUNT(*) FROM items GROUP BY state"))
+            codes = self._db.execute(
+                "SELECT COALESCE(CAST(error_code AS TEXT), "
+                "CASE state WHEN 'in_flight' THEN 'unknown' ELSE state END), COUNT(*) "
+                "FROM items WHERE state NOT IN ('succeeded', 'not_attempted') GROUP BY 1"
+            ).fetchall()
+            meta = dict(self._db.execute("SELECT key, value FROM meta WHERE key LIKE 'count:%'"))
+            return {
+                "states": counts,
+                "failures_by_code": dict(codes),
+                "counters": {k.split(":", 1)[1]: int(v) for k, v in meta.items()},
+            }
+
+        return await self._run(read, doing="read")
+
+    @staticmethod
+    def read_failures(path: Path, name: str) -> Iterator[Failure]:
+        """Every row of a closed journal that did not succeed, in order, read in batches."""
+        if not path.is_file():
+            raise JournalError(f"{name} is gone; its rows cannot be read")
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        try:
+            yield from _failures(db)
+        except sqlite3.Error as exc:
+            raise JournalIOError(f"the {name} could not be read ({sqlite_reason(exc)})") from None
+        finally:
+            db.close()
+
+    def _transaction(self) -> _Transaction:
+        return _Transaction(self._db)
+
+
+def _failures(db: sqlite3.Connection, batch: int = 5000) -> Iterator[Failure]:
+    last = -1
+    while True:
+        rows = db.execute(
+            "SELECT idx, line, refs, ref_id, ref_type, state, error_code, error_message, "
+            "request_id FROM items WHERE idx > ? AND state != 'succeeded' "
+            "ORDER BY idx LIMIT ?",
+            (last, batch),
+        ).fetchall()
+        if not rows:
+            return
+        for idx, line, refs, old_id, old_type, state, code, message, request_id in rows:
+            first, second = (
+                json.loads(refs)
+                if refs is not None
+                else (_legacy_ref(old_id), _legacy_ref(old_type))
+            )
+            if state == "in_flight":  # a run stopped before its answer came
+                yield Failure(
+                    idx,
+                    line,
+                    first,
+                    second,
+                    "unknown",
+                    code,
+                    message or _IN_FLIGHT_MESSAGE,
+                    None,
+                )
+            else:
+                yield Failure(idx, line, first, second, state, code, message, request_id)
+        last = rows[-1][0]
+
+
+class _Transaction:
+    """All or nothing; a failed COMMIT (a full disk) is rolled back, never left open."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN")
+
+    def __exit__(self, kind: object, *rest: object) -> None:
+        if kind is None:
+            try:
+                self.db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+        else:
+            self._rollback()  # the statement's own error is the one that matters
+
+    def _rollback(self) -> None:
+        if self.db.in_transaction:  # SQLite may have rolled back already (SQLITE_FULL)
+            with contextlib.suppress(sqlite3.Error):
+                self.db.execute("ROLLBACK")
+
+
+#: SQLite's primary result codes, in words (Python 3.11+ names them on the exception).
+_SQLITE_REASONS = {
+    "SQLITE_FULL": "the disk is full",
+    "SQLITE_IOERR": "a disk input/output error",
+    "SQLITE_READONLY": "it is read-only",
+    "SQLITE_CANTOPEN": "a file could not be opened",
+    "SQLITE_PERM": "permission denied",
+    "SQLITE_BUSY": "another program is using it",
+    "SQLITE_LOCKED": "another program is using it",
+    "SQLITE_CORRUPT": "it is damaged",
+    "SQLITE_NOTADB": "it is not an SQLite database",
+    "SQLITE_NOMEM": "out of memory",
+}
+#: The same from SQLite's fixed English texts, for Python 3.10.
+_SQLITE_TEXTS = (
+    ("disk is full", "SQLITE_FULL"),
+    ("disk i/o", "SQLITE_IOERR"),
+    ("readonly", "SQLITE_READONLY"),
+    ("unable to open", "SQLITE_CANTOPEN"),
+    ("locked", "SQLITE_BUSY"),
+    ("malformed", "SQLITE_CORRUPT"),
+    ("not a database", "SQLITE_NOTADB"),
+)
+
+
+def sqlite_code(exc: sqlite3.Error) -> str | None:
+    """The primary SQLite result code of an error (``SQLITE_FULL``), when known."""
+    name = getattr(exc, "sqlite_errorname", None)
+    if isinstance(name, str):
+        for code in _SQLITE_REASONS:
+            if name == code or name.startswith(code + "_"):
+                return code
+    text = str(exc).lower()
+    return next((code for fragment, code in _SQLITE_TEXTS if fragment in text), None)
+
+
+def sqlite_reason(exc: sqlite3.Error) -> str:
+    """Why SQLite failed, in our words (never its exception's repr)."""
+    code = sqlite_code(exc)
+    return _SQLITE_REASONS[code] if code else "an SQLite error"
+
+
+# -- opening ----------------------------------------------------------------------------------
+
+
+#: Failures to open that say nothing about what the file holds.
+_ENVIRONMENT_CODES = frozenset(
+    {"SQLITE_FULL", "SQLITE_IOERR", "SQLITE_READONLY", "SQLITE_CANTOPEN", "SQLITE_PERM"}
+    | {"SQLITE_BUSY", "SQLITE_LOCKED", "SQLITE_NOMEM"}
+)
+
+
+def _connect(path: Path, stamp: str, name: str) -> sqlite3.Connection:
+    """The journal at ``path``, made or upgraded; ``JournalError`` for anything else there."""
+    if path.is_dir():
+        raise JournalError(f"{name} is a directory; give the path of a journal file")
+    if path.exists():
+        try:
+            with path.open("rb") as stream:
+                head = stream.read(len(_SQLITE_MAGIC))
+        except OSError as exc:
+            raise JournalError(f"{name} cannot be read ({exc.strerror or 'error'})") from None
+        if head and head != _SQLITE_MAGIC:
+            raise JournalError(f"{name} is not a journal (not an SQLite database); left as it is")
+    try:
+        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+    except sqlite3.Error:
+        raise JournalError(
+            f"{name} cannot be opened (does its directory exist, and may it be written?)"
+        ) from None
+    try:
+        _adopt(db, name, stamp)
+    except sqlite3.DatabaseError as exc:
+        db.close()
+        if sqlite_code(exc) in _ENVIRONMENT_CODES:
+            raise JournalError(
+                f"{name} cannot be used ({sqlite_reason(exc)}); nothing was sent"
+            ) from None
+        raise JournalError(f"{name} is damaged or is not a journal; left as it is") from None
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _adopt(db: sqlite3.Connection, name: str, stamp: str) -> None:
+    """Check what is in the database before changing anything, then make it this job's."""
+    if db.execute("PRAGMA quick_check").fetchone() != ("ok",):
+        raise JournalError(f"{name} is damaged (SQLite's check failed); left as it is")
+    tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    if not tables:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.executescript(_SCHEMA)
+        db.execute("INSERT INTO meta VALUES ('fingerprint', ?)", (stamp,))
+        db.execute("INSERT INTO meta VALUES ('format', ?)", (str(FORMAT),))
+    else:
+        columns = (
+            {row[1] for row in db.execute("PRAGMA table_info(items)")}
+            if {"meta", "items"} <= tables
+            else set()
+        )
+        found = (
+            db.execute("SELECT value FROM meta WHERE key = 'fingerprint'").fetchone()
+            if columns >= _V1_COLUMNS
+            else None
+        )
+        if found is None:
+            raise JournalError(
+                f"{name} is an SQLite database but not a capillary-async journal; left as it is"
+            )
+        if found[0] != stamp:
+            raise JournalMismatchError(
+                f"{name} was made for another input file or target (the file's bytes, the "
+                "job kind and the target must all match to resume). Do not start a new "
+                "journal for an edited copy of the same rows: every row would be sent again, "
+                "and FIXED_DAYS / FIXED_MONTHS rows already applied would be extended twice. "
+                "To resume, restore the original file; to send corrected rows, put only those "
+                "rows in a new file, with a new journal"
+            )
+        db.execute("PRAGMA journal_mode=WAL")
+        for column in ("settled", "refs"):
+            if column not in columns:  # a journal of format 1
+                db.execute(f"ALTER TABLE items ADD COLUMN {column}")
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (str(FORMAT),))
+    db.execute("PRAGMA synchronous=NORMAL")
+
+
+# -- values ---------------------------------------------------------------------------------------
+
+
+def stored_ref(value: Any) -> Any:
+    """A ref as kept: numbers and short text as they are; anything else as bounded text."""
+    if isinstance(value, enum.Enum):
+        value = value.value
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    if not isinstance(value, str):
+        value = json.dumps(value, ensure_ascii=False, default=str)
+    return excerpt(value, _REF_LIMIT)
+
+
+def _refs(ref_id: Any, ref_type: Any) -> str | None:
+    """Both refs as one JSON text: what a row held comes back exactly, whatever its type."""
+    if ref_id is None and ref_type is None:
+        return None
+    return json.dumps([stored_ref(ref_id), stored_ref(ref_type)])
+
+
+def _legacy_ref(value: Any) -> Any:
+    # Format 1 kept strings as they were and other values as JSON: a string that
+    # reads as JSON text was most likely written as JSON; anything else is as is.
+    if isinstance(value, str) and value.startswith('"'):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return value
+    return value
+
+
+def _code(value: Any) -> int | str | None:
+    """An error code SQLite can hold (a huge number from a server would overflow it)."""
+    if value is None or isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**63 else str(value)
+    return excerpt(value, 40)

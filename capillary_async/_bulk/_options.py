@@ -1,0 +1,110 @@
+"""``BulkOptions``: how a bulk job runs, in one frozen object."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypedDict
+
+import attrs
+
+from .._config import RetryPolicy, Timeouts
+from .._types import UNSET, _Unset
+from ._pacing import MIN_RATE, RetryBudget
+
+if TYPE_CHECKING:
+    from ._outcomes import Progress
+
+__all__ = ["BulkOptions", "BulkOptionsDict"]
+
+
+def _at_least_one(name: str) -> Callable[[Any, Any, Any], None]:
+    def check(_instance: Any, _attribute: Any, value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name}: must be a whole number of at least 1")
+
+    return check
+
+
+def _check_rate(_instance: Any, _attribute: Any, value: float | None) -> None:
+    if value is not None and not value >= MIN_RATE:
+        # Slower than this is a typo, and a job that would wait for days.
+        raise ValueError(
+            f"rate_limit: must be at least {MIN_RATE} requests per second (one every 17 minutes)"
+        )
+
+
+def _check_flush(_instance: Any, _attribute: Any, value: float | None) -> None:
+    if value is not None and not value > 0:
+        raise ValueError("flush_after: must be a positive number of seconds, or None")
+
+
+@attrs.frozen(kw_only=True)
+class BulkOptions:
+    """How a bulk job runs; every ``bulk_update_*`` / ``stream_update_*`` takes one.
+
+    The same names are accepted as keyword arguments, which win over ``options``:
+    ``bulk_update_expiry(items, options=nightly, dry_run=True)``.
+
+    - ``chunk_size``: items per request (updateRedemption takes one).
+    - ``concurrency``: requests in flight at once; about ``concurrency x
+      chunk_size`` items are held in memory, whatever the input size.
+    - ``rate_limit``: requests per second, at most.
+    - ``flush_after``: seconds a partial chunk waits for more input.
+    - ``fail_fast``: stop at the first chunk that fails for good.
+    - ``keep_all`` / ``keep_failures``: which outcomes the report keeps (a
+      bulk call keeps failures, a stream keeps none, unless told).
+    - ``retry``, ``retry_budget``, ``timeout``: per job, over the client's.
+    - ``on_progress``: called (or awaited) with a ``Progress`` per chunk.
+    - ``journal``: a SQLite file recording every item's outcome; run again
+      with it and the same input to send only what is not final.
+    - ``retry_unknown``: on resume, also resend items whose fate is unknown and
+      that are not safe to repeat (FIXED_DAYS / FIXED_MONTHS).
+    - ``dry_run``: validate everything, send nothing.
+    """
+
+    chunk_size: int = attrs.field(default=100, validator=_at_least_one("chunk_size"))
+    concurrency: int = attrs.field(default=8, validator=_at_least_one("concurrency"))
+    rate_limit: float | None = attrs.field(default=None, validator=_check_rate)
+    flush_after: float | None = attrs.field(default=1.0, validator=_check_flush)
+    fail_fast: bool = False
+    keep_all: bool = False
+    keep_failures: bool | None = None
+    retry: RetryPolicy | None = None
+    retry_budget: RetryBudget | None = None
+    timeout: Timeouts | float | _Unset | None = UNSET
+    on_progress: Callable[[Progress], object] | None = attrs.field(default=None, eq=False)
+    journal: str | os.PathLike[str] | None = None
+    retry_unknown: bool = False
+    dry_run: bool = False
+
+    @classmethod
+    def build(cls, options: BulkOptions | None, overrides: BulkOptionsDict) -> BulkOptions:
+        """``options`` with the keyword arguments given on top."""
+        if not overrides:
+            return options if options is not None else cls()
+        unknown = set(overrides) - set(attrs.fields_dict(cls))
+        if unknown:
+            raise TypeError(f"unexpected keyword argument {sorted(unknown)[0]!r}")
+        if options is None:
+            return cls(**overrides)
+        return attrs.evolve(options, **overrides)
+
+
+class BulkOptionsDict(TypedDict, total=False):
+    """The keyword form of ``BulkOptions``."""
+
+    chunk_size: int
+    concurrency: int
+    rate_limit: float | None
+    flush_after: float | None
+    fail_fast: bool
+    keep_all: bool
+    keep_failures: bool | None
+    retry: RetryPolicy | None
+    retry_budget: RetryBudget | None
+    timeout: Timeouts | float | _Unset | None
+    on_progress: Callable[[Progress], object] | None
+    journal: str | os.PathLike[str] | None
+    retry_unknown: bool
+    dry_run: bool

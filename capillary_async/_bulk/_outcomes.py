@@ -1,0 +1,137 @@
+"""What a bulk job hands back: one ``ItemOutcome`` per input item, and running counts.
+
+A spec's reading of one answer is a ``Merged``: a ``Verdict`` per item sent,
+plus whatever in the answer looked wrong.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+
+__all__ = ["ItemOutcome", "Lazy", "Merged", "OutcomeStatus", "Progress", "Verdict"]
+
+
+class OutcomeStatus(str, enum.Enum):
+    """How one input item ended."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    #: Refused by client-side validation: never sent.
+    INVALID = "invalid"
+    #: Sent, but its fate could not be learned and repeating it was not safe.
+    UNKNOWN = "unknown"
+    #: The job stopped before the item was sent.
+    NOT_ATTEMPTED = "not_attempted"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class Lazy:
+    """A value built on first use: most bulk jobs never look at the success entries."""
+
+    __slots__ = ("load",)
+
+    def __init__(self, load: Callable[[], Any]) -> None:
+        self.load = load
+
+    def __repr__(self) -> str:
+        return "<not read yet>"
+
+
+@attrs.frozen
+class ItemOutcome:
+    """The one outcome of one input item.
+
+    ``index`` is the item's 0-based position in the input; ``item`` the model
+    sent (or the raw input, when it never became one); ``update`` the success
+    entry of the answer (built from the answer's JSON on first access);
+    ``request_id`` the request that decided it.
+
+    ``line`` is the input file's line when the item came from one
+    (``InputRow``), and ``resumed`` marks an outcome an earlier run of a
+    journalled job decided (this run did not send the item).
+
+    ``settled`` says whether the outcome is a verdict on this very item: a
+    success, the server's per-item refusal, or client-side validation. A
+    resumed job never sends a settled item again. An outcome reached without
+    one (never sent, a request-wide failure, retries exhausted, ``unknown``)
+    is not settled: a later run may send the item again (``unknown`` ones only
+    when that is safe or asked for).
+    """
+
+    index: int
+    item: Any
+    status: OutcomeStatus
+    _update: Any = None
+    error_code: int | None = None
+    error_message: str | None = None
+    request_id: str | None = None
+    settled: bool = False
+    #: The input file's line the item came from (``InputRow``), else None.
+    line: int | None = None
+    #: The outcome was read from the journal of an earlier run: not sent by this one.
+    resumed: bool = False
+
+    @property
+    def update(self) -> Any:
+        """The success entry of the answer, if the item succeeded."""
+        value = self._update
+        if isinstance(value, Lazy):
+            value = value.load()
+            object.__setattr__(self, "_update", value)
+        return value
+
+    @property
+    def ok(self) -> bool:
+        """Whether the item succeeded."""
+        return self.status is OutcomeStatus.SUCCEEDED
+
+
+@attrs.frozen(kw_only=True)
+class Progress:
+    """Running counts, passed to ``on_progress`` at least once per completed chunk.
+
+    ``watermark`` is the input index below which every item has its final
+    outcome: what a resumable job checkpoints.
+    """
+
+    read: int
+    sent: int
+    succeeded: int
+    failed: int
+    invalid: int
+    unknown: int
+    not_attempted: int
+    requests: int
+    retried_requests: int
+    split_requests: int
+    elapsed: float
+    items_per_second: float
+    watermark: int
+    concurrency: int
+    chunk_size: int
+
+
+@attrs.frozen
+class Verdict:
+    """What an answer says of one item of the chunk sent (before the engine's own rules)."""
+
+    index: int
+    item: Any
+    status: OutcomeStatus
+    update: Any = None
+    error_code: int | None = None
+    error_message: str | None = None
+
+
+@attrs.frozen
+class Merged:
+    """A spec's reading of one answer: a verdict per item sent, plus oddities."""
+
+    verdicts: list[Verdict]
+    anomalies: list[str] = attrs.field(factory=list)

@@ -1,0 +1,345 @@
+"""A job's journal at work: what earlier runs finished, marks before sending, outcomes after.
+
+The rules (``resume`` in ``_journal``): only a verdict on an item is final (a
+success, the server's refusal of that very item, client-side validation).
+Everything else is sent again on a rerun, except an item whose fate is unknown
+and that is not safe to repeat (FIXED_DAYS / FIXED_MONTHS), which stays
+``unknown`` unless ``retry_unknown`` is set. Items are marked in flight, and
+committed, just before their request goes out; a failure to write the journal
+stops the job, since a request it does not know of could be repeated.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import anyio.to_thread
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from .._exceptions import JournalError, JournalIOError
+from ._files import InputFile, InputRow
+from ._journal import Entry, Journal, Journalled, Resume, fingerprint, resume
+from ._lock import JournalLock
+from ._options import BulkOptions
+from ._outcomes import ItemOutcome, OutcomeStatus
+from ._specs import BulkSpec
+
+if TYPE_CHECKING:
+    from ._job import Job
+
+__all__ = ["Resumer"]
+
+logger = logging.getLogger("capillary_async")
+
+UNSAFE_RESEND = (
+    "in flight when an earlier run stopped; not resent because FIXED_DAYS / FIXED_MONTHS "
+    "is not idempotent (check the record, then rerun with retry_unknown to send it)"
+)
+#: States in which an earlier run may have applied an item.
+_MAYBE_APPLIED = frozenset({"unknown", "in_flight"})
+#: Verdicts by definition, whatever the engine's ``settled`` says.
+_ALWAYS_SETTLED = frozenset({OutcomeStatus.SUCCEEDED, OutcomeStatus.INVALID})
+_STATUSES = {status.value: status for status in OutcomeStatus}
+#: Outcomes written to the journal at once, at most.
+_BATCH = 1000
+
+
+def _identity(kind: str, target: str) -> str:
+    """What a journal of a non-file input is tied to: the endpoint and the target."""
+    return hashlib.sha256(f"{kind}\0{target}\0items".encode(errors="surrogateescape")).hexdigest()
+
+
+class Resumer:
+    """The journal of one job run: the ``JobHooks`` of the engine, and the outcomes' recorder."""
+
+    def __init__(
+        self,
+        options: BulkOptions,
+        spec: BulkSpec[Any, Any],
+        lock: JournalLock,
+        journal: Journal | None,
+    ) -> None:
+        self.options = options
+        self.spec = spec
+        self.lock = lock
+        self.journal = journal  # None: a dry run with no journal yet
+        self.name = lock.name
+        self.job: Job[Any, Any] | None = None
+        self._states: AsyncGenerator[Journalled, None] | None = (
+            journal.states() if journal is not None else None
+        )
+        self._state: Journalled | None = None
+        self._started = False
+        self._lines: dict[int, int] = {}
+        self._maybe_applied_before: set[int] = set()
+        self._pending: list[Entry] = []
+        #: Why the journal failed, the first time it did.
+        self.problem: str | None = None
+        #: Whether the journal holds every outcome this run knows.
+        self.complete = True
+
+    @classmethod
+    async def open(
+        cls,
+        options: BulkOptions,
+        *,
+        spec: BulkSpec[Any, Any],
+        items: Iterable[Any] | AsyncIterable[Any],
+        target: str,
+    ) -> Resumer:
+        """Lock and open the journal; ``JournalError`` (nothing sent) if it is not this job's."""
+        path = Path(options.journal or "")
+        kind = spec.kind
+        if isinstance(items, InputFile):
+            if items.path == "-":
+                raise JournalError(
+                    "a journal needs an input file: standard input cannot be resumed"
+                )
+            stamp = await anyio.to_thread.run_sync(fingerprint, kind, items.path, target)
+        else:
+            stamp = _identity(kind, target)
+        lock = JournalLock(path)
+        lock.acquire()
+        try:
+            journal = await _open_journal(lock, path, stamp, dry_run=options.dry_run)
+        except BaseException:
+            lock.release()
+            raise
+        return cls(options, spec, lock, journal)
+
+    def attach(self, job: Job[Any, Any]) -> None:
+        """The job whose outcomes this records; its report reads its rows from the journal."""
+        self.job = job
+        columns = [c for c in self.spec.describe(None) if c != "line"]
+        path, name = self.lock.path, self.name
+        report = job.report
+
+        def rows() -> Iterator[dict[str, Any]]:
+            for f in Journal.read_failures(path, name):
+                yield {
+                    "index": f.index,
+                    "line": f.line or None,
+                    columns[0]: f.ref_id,
+                    columns[1]: f.ref_type,
+                    "status": f.state,
+                    "error_code": f.error_code,
+                    "error_message": f.error_message,
+                    "request_id": f.request_id,
+                }
+
+        if self.journal is not None:
+            report._journal_rows = rows
+        report.journal = str(self.options.journal)
+
+    # -- the engine's hooks -----------------------------------------------------------------
+
+    async def before(self, index: int, raw: Any) -> ItemOutcome | None:
+        """What an earlier run finished: its outcome, from the journal; None to process the item."""
+        state = await self._state_of(index)
+        line = raw.line if isinstance(raw, InputRow) else None
+        if state is None:
+            if line is not None:
+                self._lines[index] = line
+            return None
+        action = resume(
+            state.state, state.settled, state.idempotent, retry_unknown=self.options.retry_unknown
+        )
+        if action is Resume.SEND:
+            if state.state in _MAYBE_APPLIED:
+                self._maybe_applied_before.add(index)
+            if line is not None:
+                self._lines[index] = line
+            return None
+        data = raw.data if isinstance(raw, InputRow) else raw
+        if action is Resume.UNKNOWN:
+            if not self.options.dry_run:
+                self._pending.append(
+                    Entry(
+                        index, line or 0, "unknown", *self._refs(data), error_message=UNSAFE_RESEND
+                    )
+                )
+            return ItemOutcome(
+                index,
+                data,
+                OutcomeStatus.UNKNOWN,
+                None,
+                None,
+                UNSAFE_RESEND,
+                None,
+                False,
+                line,
+                True,
+            )
+        status = _STATUSES.get(state.state, OutcomeStatus.UNKNOWN)
+        code = state.error_code if isinstance(state.error_code, int) else None
+        return ItemOutcome(
+            index,
+            data,
+            status,
+            None,
+            code,
+            state.error_message,
+            state.request_id,
+            status is not OutcomeStatus.UNKNOWN,
+            line,
+            True,
+        )
+
+    async def on_send(self, entries: list[tuple[int, Any]]) -> None:
+        """Commit the items of a chunk as in flight before it is sent; raising stops the send."""
+        if self.problem is not None:
+            raise JournalIOError(self.problem)
+        if self.journal is None:
+            raise JournalIOError(f"the {self.name} is not open")
+        idempotent = self.spec.idempotent
+        rows = [
+            (index, self._lines.get(index, 0), idempotent(item), *self._refs(item))
+            for index, item in entries
+        ]
+        try:
+            await self.journal.mark_in_flight(rows)
+        except JournalIOError as exc:  # rolled back: the items are as they were
+            self._failed(exc)
+            raise
+
+    # -- recording ----------------------------------------------------------------------------
+
+    async def pump(
+        self,
+        receive: MemoryObjectReceiveStream[ItemOutcome],
+        relay: MemoryObjectSendStream[ItemOutcome],
+    ) -> None:
+        """Record each outcome of the job and pass it on to the caller."""
+        try:
+            async with relay:
+                async for outcome in receive:
+                    self._note(outcome)
+                    await relay.send(outcome)
+                    if len(self._pending) >= _BATCH or (
+                        self._pending and not receive.statistics().current_buffer_used
+                    ):
+                        await self._save()
+        finally:
+            # Outcomes the job gave out before an abort: those answers came.
+            try:
+                while True:
+                    self._note(receive.receive_nowait())
+            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
+                pass
+            with anyio.CancelScope(shield=True):
+                await self._save(last=True)
+
+    def _note(self, outcome: ItemOutcome) -> None:
+        index = outcome.index
+        line = self._lines.pop(index, None) or outcome.line or 0
+        if outcome.resumed or self.options.dry_run:
+            return  # as the journal has it (an unsafe resend is queued already)
+        if outcome.status is OutcomeStatus.NOT_ATTEMPTED and (
+            self.problem is not None or index in self._maybe_applied_before
+        ):
+            # Not sent now: what the journal says of it (in flight, maybe
+            # applied by an earlier run) is still right.
+            self._maybe_applied_before.discard(index)
+            return
+        self._maybe_applied_before.discard(index)
+        message = outcome.error_message
+        if message and outcome.status is OutcomeStatus.INVALID and not message.startswith("line "):
+            message = f"line {line}: {message}" if line else message
+        self._pending.append(
+            Entry(
+                index,
+                line,
+                outcome.status.value,
+                *self._refs(outcome.item),
+                outcome.error_code,
+                message,
+                outcome.request_id,
+                settled=outcome.settled or outcome.status in _ALWAYS_SETTLED,
+            )
+        )
+
+    async def _save(self, *, last: bool = False) -> None:
+        if self.journal is None or (self.problem is not None and not last):
+            return
+        entries, self._pending = self._pending, []
+        try:
+            await self.journal.record(entries)
+            if last and self.job is not None:
+                report = self.job.report
+                await self.journal.add_counters(
+                    requests=report.requests,
+                    retried_requests=report.retried_requests,
+                    split_requests=report.split_requests,
+                )
+        except JournalIOError as exc:
+            self._failed(exc)
+            if last:
+                self.complete = False
+            else:
+                self._pending = entries + self._pending  # one last try at the end
+
+    def _failed(self, exc: JournalIOError) -> None:
+        """Stop the job at the journal's first failure: nothing more is sent."""
+        if self.problem is None:
+            self.problem = str(exc)
+            logger.error("bulk job: %s", self.problem)
+            if self.job is not None:
+                self.job.report.journal_error = self.problem
+                self.job.stop(f"{exc}: nothing more is sent", drain=False)
+
+    async def close(self) -> None:
+        try:
+            if self.job is not None:
+                self.job.report.journal_complete = self.complete and self.problem is None
+            if self._states is not None:
+                await self._states.aclose()
+            if self.journal is not None:
+                with contextlib.suppress(JournalIOError):  # what it could not save, it has said
+                    await self.journal.close()
+        finally:
+            self.lock.release()
+
+    # -- helpers --------------------------------------------------------------------------------
+
+    async def _state_of(self, index: int) -> Journalled | None:
+        """The journalled row of ``index``: a streaming merge, indexes only ever grow."""
+        states = self._states
+        if states is None:
+            return None
+        try:
+            if not self._started:
+                self._started = True
+                self._state = await anext(states, None)
+            while self._state is not None and self._state.index < index:
+                self._state = await anext(states, None)
+        except JournalIOError as exc:
+            self._failed(exc)
+            self._states = None
+            return None
+        state = self._state
+        return state if state is not None and state.index == index else None
+
+    def _refs(self, item: Any) -> tuple[Any, Any]:
+        described = self.spec.describe(item)
+        values = [v for k, v in described.items() if k != "line"]
+        return (values[0], values[1]) if len(values) >= 2 else (None, None)
+
+
+async def _open_journal(
+    lock: JournalLock, path: Path, stamp: str, *, dry_run: bool
+) -> Journal | None:
+    """The locked journal, opened; None for a dry run before any journal exists."""
+    if dry_run and not lock.path.exists():
+        return None
+    journal = await Journal.open(lock.path, stamp, name=lock.name)
+    lock.opened = True  # SQLite has it now: the lock never removes it
+    if not lock.holds(path):
+        await journal.close()
+        raise JournalError(f"{lock.name} was replaced while it was opened; nothing was sent")
+    return journal

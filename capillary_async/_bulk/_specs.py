@@ -1,0 +1,316 @@
+"""What the engine needs to know of each endpoint: how to validate, key, send and merge.
+
+The engine knows nothing of Capillary's payloads; a ``BulkSpec`` does.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Hashable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+
+import attrs
+
+from .._config import Timeouts
+from .._converters import from_wire, split_expiry_envelope, to_wire
+from .._endpoints import (
+    EXPIRY_LIST_FIELD,
+    UPDATE_EXPIRY_PATH,
+    UPDATE_REDEMPTION_PATH,
+    expiry_body_is_data,
+    parse_reply,
+)
+from .._enums import PointsAwardedRefType
+from .._exceptions import APIError, CapillaryError, ValidationError, excerpt
+from .._models import ExpiryUpdate, ExpiryUpdateEntry, Redemption, RedemptionUpdate
+from .._types import AcceptFn, Reply, _Unset
+from ._outcomes import Lazy, Merged, OutcomeStatus, Verdict
+
+if TYPE_CHECKING:
+    from .._client import CapillaryClient
+
+__all__ = ["BulkSpec", "ExpirySpec", "RedemptionSpec", "prepare_model"]
+
+ItemT = TypeVar("ItemT")
+ResultT = TypeVar("ResultT")
+
+
+class BulkSpec(Protocol[ItemT, ResultT]):
+    """What the engine needs to know about one endpoint."""
+
+    #: The endpoint, as a journal names it ("expiry", "redemption").
+    kind: str
+    #: The largest chunk the endpoint takes (1 for one-item endpoints), or None.
+    max_chunk_size: int | None
+
+    def prepare(self, raw: object) -> ItemT:
+        """A model from an input item; raises ``ValidationError``."""
+        ...
+
+    def key(self, item: ItemT) -> Hashable:
+        """What two items must not share within one chunk."""
+        ...
+
+    def idempotent(self, item: ItemT) -> bool:
+        """Whether sending the item twice is safe."""
+        ...
+
+    async def send(self, items: list[ItemT]) -> tuple[ResultT, str | None]:
+        """One attempt, no retries: the answer and its request id, or a ``CapillaryError``."""
+        ...
+
+    def merge(self, chunk: Sequence[tuple[int, ItemT]], result: ResultT) -> Merged:
+        """Match an answer back to the chunk's items."""
+        ...
+
+    def describe(self, item: Any) -> dict[str, Any]:
+        """The identifying wire fields of an item, for reports."""
+        ...
+
+    def wire(self, item: Any) -> Any:
+        """An item as JSON, for reports."""
+        ...
+
+
+async def _attempt(  # noqa: PLR0917 - one request, spelled out
+    client: CapillaryClient,
+    method: str,
+    path: str,
+    body: Any,
+    timeout: Timeouts | float | _Unset | None,
+    accept: AcceptFn | None,
+) -> Reply:
+    """One request, one attempt; its failure raised as it is."""
+    outcome = await client._attempt(
+        client._call(method, path, json=body, timeout=timeout), 1, accept=accept
+    )
+    if isinstance(outcome, CapillaryError):
+        raise outcome
+    return outcome
+
+
+_M = TypeVar("_M")
+
+
+def prepare_model(cls: type[_M], raw: object, what: str) -> _M:
+    if isinstance(raw, cls):
+        return raw
+    if not isinstance(raw, Mapping):
+        raise ValidationError("", f"expected {what} or a mapping of its wire fields")
+    return from_wire(cls, raw)
+
+
+def _json_ready(item: Any) -> Any:
+    if attrs.has(type(item)):
+        return to_wire(item)
+    return (
+        item if isinstance(item, (Mapping, list, str, int, float, bool, type(None))) else repr(item)
+    )
+
+
+def _ref_key(ref_id: object, ref_type: object) -> tuple[int, object] | None:
+    """An answer's (paId, paType) as the key of the item it names, or None if it names none.
+
+    Capillary ids are Java longs: an int, or its digits as a string (``"1"`` is
+    item 1); anything else (a list, an object, a 5,000-digit number) names nothing.
+    """
+    if type(ref_id) is str and 0 < len(ref_id) < 20 and ref_id.isascii() and ref_id.isdigit():
+        ref_id = int(ref_id)
+    if type(ref_id) is not int or not 0 < ref_id < 2**63:
+        return None
+    # Known types as their enum member (hashing a member is cheap), unknown as text.
+    if type(ref_type) is not PointsAwardedRefType:
+        if not isinstance(ref_type, str):
+            return None
+        ref_type = PointsAwardedRefType._value2member_map_.get(ref_type, ref_type)
+    return (ref_id, ref_type)
+
+
+def _show_ref(key: Hashable) -> str:
+    ref_id, ref_type = key if isinstance(key, tuple) else (key, None)
+    return excerpt(f"{ref_id}/{ref_type}", 120)
+
+
+class ExpirySpec:
+    """updateExpiry in bulk: chunks of many items, matched back by points-awarded ref."""
+
+    kind = "expiry"
+    max_chunk_size: int | None = None
+
+    def __init__(self, client: CapillaryClient, timeout: Timeouts | float | _Unset | None) -> None:
+        self._client = client
+        self._timeout = timeout
+
+    def prepare(self, raw: object) -> ExpiryUpdate:
+        return prepare_model(ExpiryUpdate, raw, "an ExpiryUpdate")
+
+    def key(self, item: ExpiryUpdate) -> Hashable:
+        return (item.points_awarded_ref_id, item.points_awarded_ref_type)
+
+    def idempotent(self, item: ExpiryUpdate) -> bool:
+        return item.idempotent
+
+    async def send(self, items: list[ExpiryUpdate]) -> tuple[Any, str | None]:
+        # One attempt: the engine decides about retries, per chunk and item.
+        reply = await _attempt(
+            self._client,
+            "POST",
+            UPDATE_EXPIRY_PATH,
+            {EXPIRY_LIST_FIELD: to_wire(items)},
+            self._timeout,
+            expiry_body_is_data,
+        )
+        try:
+            updates, failures, _, _ = split_expiry_envelope(reply.body)
+        except ValidationError as exc:
+            raise APIError(
+                f"unexpected response shape: {exc}",
+                status=reply.status,
+                body=reply.body,
+                request_id=reply.request_id,
+            ) from exc
+        return (updates, failures), reply.request_id
+
+    def merge(self, chunk: Sequence[tuple[int, ExpiryUpdate]], result: Any) -> Merged:
+        """Match raw answer entries to items by ref; success entries are parsed on access.
+
+        Oddities are summed per answer (one line each kind), never one per item.
+        """
+        updates, failures = result
+        # Beyond twice the items sent, entries cannot belong to them: counted, not read.
+        room = 2 * len(chunk) + 16
+        surplus = max(0, len(updates) + len(failures) - room)
+        updates = updates[:room]
+        failures = failures[: max(0, room - len(updates))]
+        by_key = {self.key(item): (index, item) for index, item in chunk}
+        decided: dict[Hashable, tuple[OutcomeStatus, Any, int | None, str | None]] = {}
+        nameless: int = 0
+        strangers: list[Hashable] = []
+        repeated: list[Hashable] = []
+        answers: list[tuple[Hashable | None, tuple[OutcomeStatus, Any, int | None, str | None]]]
+        answers = []
+        for entry in updates:
+            logs = entry.get("pointsExpiryUpdateLogs") if isinstance(entry, Mapping) else None
+            key = (
+                _ref_key(logs.get("paId"), logs.get("paType"))
+                if isinstance(logs, Mapping)
+                else None
+            )
+            lazy = Lazy(functools.partial(from_wire, ExpiryUpdateEntry, entry))
+            answers.append((key, (OutcomeStatus.SUCCEEDED, lazy, None, None)))
+        for failure in failures:
+            if not isinstance(failure, Mapping):
+                answers.append((None, (OutcomeStatus.FAILED, None, None, None)))
+                continue
+            code = failure.get("errorCode")
+            message = failure.get("errorMessage")
+            decision = (
+                OutcomeStatus.FAILED,
+                None,
+                code if type(code) is int and abs(code) < 2**63 else None,
+                excerpt(message) if isinstance(message, str) else "refused by the server",
+            )
+            key = _ref_key(failure.get("pointsAwardedRefId"), failure.get("pointsAwardedRefType"))
+            answers.append((key, decision))
+        for named, verdict in answers:
+            if named is None:
+                nameless += 1
+            elif named not in by_key:
+                strangers.append(named)
+            elif named in decided:
+                repeated.append(named)
+            else:
+                decided[named] = verdict
+        outcomes = []
+        for index, item in chunk:
+            status, update, code, message = decided.get(
+                self.key(item),
+                (
+                    OutcomeStatus.UNKNOWN,
+                    None,
+                    None,
+                    "the answer did not mention this item: it may or may not have been applied",
+                ),
+            )
+            outcomes.append(Verdict(index, item, status, update, code, message))
+        anomalies: list[str] = []
+        if nameless:
+            anomalies.append(
+                f"the answer holds {nameless} entries that name no readable points-awarded record"
+            )
+        if strangers:
+            anomalies.append(
+                f"the answer names {len(strangers)} records this request did not send "
+                f"(first: {_show_ref(strangers[0])})"
+            )
+        if repeated:
+            anomalies.append(
+                f"the answer names {len(repeated)} records twice; the first entry counts "
+                f"(first: {_show_ref(repeated[0])})"
+            )
+        if surplus:
+            anomalies.append(f"the answer holds {surplus} more entries than it could need; ignored")
+        missing = sum(1 for v in outcomes if v.status is OutcomeStatus.UNKNOWN)
+        if missing:
+            anomalies.append(f"the answer left out {missing} of the {len(chunk)} items sent")
+        return Merged(outcomes, anomalies)
+
+    def describe(self, item: Any) -> dict[str, Any]:
+        if isinstance(item, ExpiryUpdate):
+            return {
+                "pointsAwardedRefId": item.points_awarded_ref_id,
+                "pointsAwardedRefType": item.points_awarded_ref_type.value,
+            }
+        source = item if isinstance(item, Mapping) else {}
+        return {
+            "pointsAwardedRefId": source.get("pointsAwardedRefId"),
+            "pointsAwardedRefType": source.get("pointsAwardedRefType"),
+        }
+
+    def wire(self, item: Any) -> Any:
+        return _json_ready(item)
+
+
+class RedemptionSpec:
+    """updateRedemption in bulk: the API takes one redemption per request."""
+
+    kind = "redemption"
+    max_chunk_size: int | None = 1
+
+    def __init__(self, client: CapillaryClient, timeout: Timeouts | float | _Unset | None) -> None:
+        self._client = client
+        self._timeout = timeout
+
+    def prepare(self, raw: object) -> RedemptionUpdate:
+        return prepare_model(RedemptionUpdate, raw, "a RedemptionUpdate")
+
+    def key(self, item: RedemptionUpdate) -> Hashable:
+        return (item.redemption_id, item.external_reference_number)
+
+    def idempotent(self, item: RedemptionUpdate) -> bool:
+        return item.idempotent
+
+    async def send(self, items: list[RedemptionUpdate]) -> tuple[Redemption, str | None]:
+        (item,) = items
+        reply = await _attempt(
+            self._client, "PUT", UPDATE_REDEMPTION_PATH, to_wire(item), self._timeout, None
+        )
+        return parse_reply(Redemption, reply), reply.request_id
+
+    def merge(self, chunk: Sequence[tuple[int, RedemptionUpdate]], result: Redemption) -> Merged:
+        return Merged([Verdict(i, item, OutcomeStatus.SUCCEEDED, result) for i, item in chunk])
+
+    def describe(self, item: Any) -> dict[str, Any]:
+        if isinstance(item, RedemptionUpdate):
+            return {
+                "redemptionId": item.redemption_id,
+                "externalReferenceNumber": item.external_reference_number,
+            }
+        source = item if isinstance(item, Mapping) else {}
+        return {
+            "redemptionId": source.get("redemptionId"),
+            "externalReferenceNumber": source.get("externalReferenceNumber"),
+        }
+
+    def wire(self, item: Any) -> Any:
+        return _json_ready(item)

@@ -1,0 +1,152 @@
+"""Running a job for the length of an ``async with`` block, its outcomes as an async iterator."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from typing import Any
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream
+
+from .._config import Clock, RetryPolicy
+from ._job import Job
+from ._options import BulkOptions
+from ._outcomes import ItemOutcome, Progress
+from ._report import BulkReport
+from ._resume import Resumer
+from ._specs import BulkSpec
+
+if sys.version_info < (3, 11):  # pragma: no cover - anyio brings the backport
+    from exceptiongroup import BaseExceptionGroup
+
+__all__ = ["OutcomeStream", "open_job"]
+
+
+async def receive_fast(stream: MemoryObjectReceiveStream[ItemOutcome]) -> ItemOutcome:
+    """``receive()`` without a checkpoint when an item is already there."""
+    try:
+        return stream.receive_nowait()
+    except anyio.WouldBlock:
+        return await stream.receive()
+
+
+def _sole_error(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one error in a (nested) group, counting repeats of the same error once."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        current = pending.pop()
+        if isinstance(current, BaseExceptionGroup):
+            pending.extend(current.exceptions)
+        else:
+            leaves.append(current)
+    if leaves and all(
+        type(leaf) is type(leaves[0]) and str(leaf) == str(leaves[0]) for leaf in leaves
+    ):
+        return leaves[-1]
+    return None
+
+
+class OutcomeStream:
+    """The outcomes of a running bulk job, one per input item, as chunks complete.
+
+    ``report`` holds the running counts (final once iteration ends) and
+    ``progress()`` the current ``Progress``.
+    """
+
+    def __init__(self, receive: MemoryObjectReceiveStream[ItemOutcome], job: Job[Any, Any]):
+        self._receive = receive
+        self._job = job
+        self.exhausted = False
+
+    @property
+    def report(self) -> BulkReport:
+        """The job's report; complete once the stream is exhausted."""
+        return self._job.report
+
+    def progress(self) -> Progress:
+        """Counts so far."""
+        return self._job.progress()
+
+    def stop(self, reason: str = "stopped by the caller", *, drain: bool = False) -> None:
+        """End the job gracefully: requests in flight finish, nothing more is sent.
+
+        Keep iterating to collect the outcomes still to come. Items read but not
+        sent end ``not_attempted``. The rest of the input is left unread, so a
+        queue-fed worker can stop (the report covers what was read); with
+        ``drain=True`` it is read to the end, and every item gets an outcome.
+        """
+        self._job.stop(reason, drain=drain)
+
+    def __aiter__(self) -> OutcomeStream:
+        return self
+
+    async def __anext__(self) -> ItemOutcome:
+        try:
+            return await receive_fast(self._receive)
+        except anyio.EndOfStream:
+            self.exhausted = True
+            raise StopAsyncIteration from None
+
+
+@contextlib.asynccontextmanager
+async def open_job(
+    spec: BulkSpec[Any, Any],
+    items: Iterable[Any] | AsyncIterable[Any],
+    options: BulkOptions,
+    *,
+    clock: Clock,
+    retry: RetryPolicy,
+    keep_failures: bool,
+    target: str,
+) -> AsyncIterator[OutcomeStream]:
+    """Run a job in a task group for as long as the caller's ``async with`` block.
+
+    Leaving the block early cancels the job: requests in flight are abandoned
+    cleanly and no task outlives the block. With a journal, every outcome is
+    recorded on its way to the caller, and an interrupted job resumes.
+    """
+    resumer = None
+    if options.journal is not None:
+        resumer = await Resumer.open(options, spec=spec, items=items, target=target)
+    try:
+        job: Job[Any, Any] = Job(
+            spec,
+            items,
+            options,
+            clock=clock,
+            retry=retry,
+            keep_failures=keep_failures,
+            hooks=resumer,
+        )
+        send, receive = anyio.create_memory_object_stream[ItemOutcome](job.chunk_size)
+        out = receive
+        try:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(job.run, send)
+                if resumer is not None:
+                    resumer.attach(job)
+                    relay, out = anyio.create_memory_object_stream[ItemOutcome](job.chunk_size)
+                    tg.start_soon(resumer.pump, receive, relay)
+                stream = OutcomeStream(out, job)
+                try:
+                    yield stream
+                finally:
+                    if not stream.exhausted:
+                        tg.cancel_scope.cancel()
+        except BaseExceptionGroup as group:
+            # Task groups wrap what they raise; callers should get their own error back.
+            sole = _sole_error(group)
+            if sole is None:
+                raise
+            raise sole from None
+        finally:
+            send.close()  # the job closes it, unless cancelled before it started
+            receive.close()
+            out.close()
+    finally:
+        if resumer is not None:
+            with anyio.CancelScope(shield=True):
+                await resumer.close()
