@@ -1,6 +1,6 @@
 """capillary_async: an asyncio client for Capillary's loyalty points APIs."""
 
-from ._auth import BasicAuth, BearerToken, OAuthCredentials, TokenHeaderStyle
+from ._auth import Auth, BasicAuth, BearerToken, OAuthCredentials, TokenHeaderStyle
 from ._bulk import (
     BulkOptions,
     BulkReport,
@@ -21,6 +21,7 @@ from ._config import (
     RetryPolicy,
     SystemClock,
     Timeouts,
+    resolve_base_url,
 )
 from ._converters import from_wire, to_wire
 from ._enums import (
@@ -52,6 +53,7 @@ from ._exceptions import (
     ServerError,
     TransportError,
     ValidationError,
+    excerpt,
 )
 from ._models import (
     CustomField,
@@ -79,6 +81,7 @@ __all__ = [
     "APIError",
     "AiohttpTransport",
     "AsyncTransport",
+    "Auth",
     "AuthenticationError",
     "BadRequestError",
     "BasicAuth",
@@ -140,6 +143,8 @@ __all__ = [
     "TransportError",
     "ValidationError",
     "__version__",
+    "excerpt",
     "from_wire",
+    "resolve_base_url",
     "to_wire",
 ]

@@ -12,6 +12,7 @@ from ._bulk import (
     BulkReport,
     BulkSpec,
     ExpirySpec,
+    InputRow,
     OutcomeStream,
     RedemptionSpec,
     open_job,
@@ -36,8 +37,8 @@ if TYPE_CHECKING:
 
 __all__ = ["PointsResource"]
 
-ExpiryItems = Iterable[ExpiryUpdate | Mapping[str, Any]] | AsyncIterable[Any]
-RedemptionItems = Iterable[RedemptionUpdate | Mapping[str, Any]] | AsyncIterable[Any]
+ExpiryItems = Iterable[ExpiryUpdate | Mapping[str, Any] | InputRow] | AsyncIterable[Any]
+RedemptionItems = Iterable[RedemptionUpdate | Mapping[str, Any] | InputRow] | AsyncIterable[Any]
 
 
 class PointsResource:

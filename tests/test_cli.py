@@ -18,8 +18,8 @@ import pytest
 
 from capillary_async import BasicAuth, BearerToken, OAuthCredentials
 from capillary_async._bulk import failure_columns
+from capillary_async._bulk._files import count_rows, open_input, unflatten
 from capillary_async.cli._env import UsageError, credentials_from_env, target_from
-from capillary_async.cli._inputs import count_rows, open_input, unflatten
 from capillary_async.cli._progress import Display
 from capillary_async.testing import Emulator, sample_expiry_updates, write_csv, write_jsonl
 

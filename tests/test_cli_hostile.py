@@ -25,13 +25,13 @@ import aiohttp.web
 import anyio.lowlevel
 import pytest
 
-from capillary_async import BasicAuth
+from capillary_async import BasicAuth, InputError
 from capillary_async._bulk import failure_columns
+from capillary_async._bulk._files import columns_of, open_input
+from capillary_async._bulk._journal import Journal, Resume, fingerprint, resume
+from capillary_async._bulk._lock import JournalLock
 from capillary_async.cli import _run as run_module
 from capillary_async.cli import main
-from capillary_async.cli._env import UsageError
-from capillary_async.cli._inputs import columns_of, open_input
-from capillary_async.cli._journal import Journal, JournalLock, Resume, fingerprint, resume
 from capillary_async.cli._run import ApplyOptions, apply
 from capillary_async.testing import Emulator, Faults, write_csv, write_jsonl
 
@@ -348,7 +348,7 @@ def test_a_bad_byte_in_a_csv_spoils_its_row_and_in_the_header_the_file(tmp_path:
     assert read[2] == (4, {"a": "5", "b": "6"}, None)
     source.write_bytes(b"\xffa,b\n1,2\n")
     header_error = "line 1: the CSV header is not valid UTF-8"
-    with pytest.raises(UsageError, match=header_error), open_input(str(source), None):
+    with pytest.raises(InputError, match=header_error), open_input(str(source), None):
         pass
 
 
@@ -649,7 +649,7 @@ def test_a_csv_header_nested_too_deep_is_refused(tmp_path: Path) -> None:
     source = tmp_path / "in.csv"
     source.write_text(f"{REQUIRED},customMeta.{'a.' * 5000}b\n1,2,3,4,5\n")
     deep = "nested more than 16 levels deep"
-    with pytest.raises(UsageError, match=deep), open_input(str(source), columns_of("expiry")):
+    with pytest.raises(InputError, match=deep), open_input(str(source), columns_of("expiry")):
         pass
 
 
@@ -722,7 +722,8 @@ async def test_a_full_disk_under_the_journal_stops_the_job_and_a_rerun_applies_n
     assert "stopped" in err
     assert "from memory" in out
     summary = json.loads(report.read_text())
-    assert summary["complete"] is False
+    assert "disk is full" in summary["journal_error"]
+    assert summary["journal_complete"] is ("Every outcome this run knows was saved" in err)
     assert summary["succeeded"] == sum(applied(emu, item) for item in items) > 0
     # How far the job got before its first write failed depends on scheduling;
     # what holds is that the counts are this run's and match the server.

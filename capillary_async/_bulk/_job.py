@@ -234,6 +234,10 @@ class Job(Generic[ItemT, ResultT]):
             self._changed.set()
             self._work.set()
 
+    def stopping(self) -> bool:
+        """Whether the job is stopping (a method: the answer changes across awaits)."""
+        return self._stopping
+
     # -- outcomes --------------------------------------------------------------------------
 
     def _outcome(  # noqa: PLR0917 - the fields of ItemOutcome, in its order
@@ -405,7 +409,7 @@ class Job(Generic[ItemT, ResultT]):
             return self.spec.prepare(raw)
         where = f"line {raw.line}"
         if raw.error is not None:
-            raise ValidationError(where, raw.error)
+            raise ValidationError("", raw.error)  # the reader's words name the line
         try:
             return self.spec.prepare(raw.data)
         except ValidationError as exc:
@@ -497,7 +501,7 @@ class Job(Generic[ItemT, ResultT]):
                     self.stop(f"could not record a chunk before sending it ({_describe(exc)})")
                     await self._final(self._ended(chunk.items, NOT_ATTEMPTED), chunk=chunk)
                     return
-                if self._stopping:  # stopped while it was being recorded: it stays home
+                if self.stopping():  # stopped while it was being recorded: it stays home
                     await self._settle_unsent(chunk)
                     return
             report = self.report

@@ -101,8 +101,8 @@ class BulkReport:
                     outcome.error_code if outcome.error_code is not None else status.value
                 )
                 self.failures_by_code[label] += 1
-            if self.keep_failures:
-                self._failures.append(outcome)
+            if self.keep_failures and not (self.dry_run and status is OutcomeStatus.NOT_ATTEMPTED):
+                self._failures.append(outcome)  # (a dry run's valid items are not failures)
         if self.keep_all:
             self._outcomes.append(outcome)
 
@@ -137,7 +137,11 @@ class BulkReport:
             "anomaly_count": self.anomaly_count,
             "anomalies": list(self.anomalies),
             **(
-                {"journal": self.journal, "journal_error": self.journal_error}
+                {
+                    "journal": self.journal,
+                    "journal_error": self.journal_error,
+                    "journal_complete": self.journal_complete,
+                }
                 if self.journal is not None
                 else {}
             ),

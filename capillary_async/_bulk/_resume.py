@@ -37,6 +37,10 @@ __all__ = ["Resumer"]
 
 logger = logging.getLogger("capillary_async")
 
+ABORTED_IN_FLIGHT = (
+    "sent, but the run was aborted before the answer came: it may have been applied "
+    "(FIXED_DAYS / FIXED_MONTHS rows are resent only with retry_unknown)"
+)
 UNSAFE_RESEND = (
     "in flight when an earlier run stopped; not resent because FIXED_DAYS / FIXED_MONTHS "
     "is not idempotent (check the record, then rerun with retry_unknown to send it)"
@@ -79,6 +83,10 @@ class Resumer:
         self._lines: dict[int, int] = {}
         self._maybe_applied_before: set[int] = set()
         self._pending: list[Entry] = []
+        #: Marked in flight and without an outcome yet: index -> line.
+        self._marked: dict[int, int] = {}
+        #: Of those, the ones whose request went out (on_send returned).
+        self._handed: set[int] = set()
         #: Why the journal failed, the first time it did.
         self.problem: str | None = None
         #: Whether the journal holds every outcome this run knows.
@@ -133,7 +141,7 @@ class Resumer:
                     "request_id": f.request_id,
                 }
 
-        if self.journal is not None:
+        if self.journal is not None and not self.options.dry_run:
             report._journal_rows = rows
         report.journal = str(self.options.journal)
 
@@ -202,11 +210,17 @@ class Resumer:
             (index, self._lines.get(index, 0), idempotent(item), *self._refs(item))
             for index, item in entries
         ]
+        for index, line, *_ in rows:
+            self._marked[index] = line
         try:
             await self.journal.mark_in_flight(rows)
         except JournalIOError as exc:  # rolled back: the items are as they were
+            for index, *_ in rows:
+                self._marked.pop(index, None)
             self._failed(exc)
             raise
+        # The engine sends at once, with no wait between: from here they may reach the server.
+        self._handed.update(index for index, *_ in rows)
 
     # -- recording ----------------------------------------------------------------------------
 
@@ -237,6 +251,8 @@ class Resumer:
 
     def _note(self, outcome: ItemOutcome) -> None:
         index = outcome.index
+        self._marked.pop(index, None)
+        self._handed.discard(index)
         line = self._lines.pop(index, None) or outcome.line or 0
         if outcome.resumed or self.options.dry_run:
             return  # as the journal has it (an unsafe resend is queued already)
@@ -293,10 +309,35 @@ class Resumer:
                 self.job.report.journal_error = self.problem
                 self.job.stop(f"{exc}: nothing more is sent", drain=False)
 
+    def _aborted(self) -> list[Entry]:
+        """Items marked in flight that never got an outcome: the run was aborted."""
+        entries = []
+        report = self.job.report if self.job is not None else None
+        for index, line in sorted(self._marked.items()):
+            if index in self._handed:  # sent, and the answer never came
+                entries.append(Entry(index, line, "unknown", error_message=ABORTED_IN_FLIGHT))
+                status = OutcomeStatus.UNKNOWN
+            elif index in self._maybe_applied_before:
+                continue  # left in flight, as an earlier run left it
+            else:  # never sent after all
+                entries.append(Entry(index, line, "not_attempted"))
+                status = OutcomeStatus.NOT_ATTEMPTED
+            if report is not None:
+                message = ABORTED_IN_FLIGHT if status is OutcomeStatus.UNKNOWN else None
+                report._add(
+                    ItemOutcome(index, None, status, None, None, message, line=line or None)
+                )
+        self._marked.clear()
+        return entries
+
     async def close(self) -> None:
         try:
+            if self._marked and self.journal is not None:
+                self._pending.extend(self._aborted())
+                with anyio.CancelScope(shield=True):
+                    await self._save(last=True)
             if self.job is not None:
-                self.job.report.journal_complete = self.complete and self.problem is None
+                self.job.report.journal_complete = self.complete
             if self._states is not None:
                 await self._states.aclose()
             if self.journal is not None:

@@ -12,8 +12,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-from .. import DEFAULT_MAX_RESPONSE_BYTES
-from .._exceptions import excerpt
+from .. import DEFAULT_MAX_RESPONSE_BYTES, excerpt
 from ._env import UsageError, credentials_from_env, target_from
 from ._run import EXIT_INTERRUPTED, EXIT_USAGE, ApplyOptions, apply
 

@@ -9,8 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import IO
 
-from .._auth import BasicAuth
-from .._exceptions import excerpt
+from .. import BasicAuth, excerpt
 from ..testing import Emulator, sample_expiry_updates
 from ._run import ApplyOptions, apply
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .._auth import Auth, BasicAuth, BearerToken, OAuthCredentials
-from .._config import Cluster, resolve_base_url
+from .. import Auth, BasicAuth, BearerToken, Cluster, OAuthCredentials, resolve_base_url
 
 __all__ = ["UsageError", "credentials_from_env", "target_from"]
 
