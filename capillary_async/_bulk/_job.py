@@ -20,7 +20,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections import deque
-from collections.abc import AsyncIterable, Iterable, Sequence
+from collections.abc import AsyncIterable, Callable, Iterable, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
@@ -30,12 +30,14 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from .._config import Clock, RetryPolicy
 from .._exceptions import CapillaryError, ValidationError, excerpt
-from .._retry import Action, Decision, decide, maybe_applied
+from .._retry import maybe_applied
 from ._chunker import Chunker
 from ._files import InputRow
+from ._flow import Chunk, Gate, Signal, send_fast
 from ._options import BulkOptions
 from ._outcomes import ItemOutcome, OutcomeStatus, Progress
 from ._pacing import Budget, Pacer, RetryBudget
+from ._recovery import Recovery
 from ._report import MAX_ANOMALIES, BulkReport
 from ._specs import BulkSpec
 
@@ -54,10 +56,6 @@ SUCCEEDED, FAILED, INVALID, UNKNOWN, NOT_ATTEMPTED = (
     OutcomeStatus.UNKNOWN,
     OutcomeStatus.NOT_ATTEMPTED,
 )
-_NOT_REPEATED = (
-    "{}; the request may have been applied and was not repeated because repeating "
-    "FIXED_DAYS / FIXED_MONTHS is not safe"
-)
 
 
 class JobHooks(Protocol):
@@ -72,75 +70,7 @@ class JobHooks(Protocol):
         ...
 
 
-class _Gate:
-    """Counts held items; waits only when the limit is reached (no checkpoint per item)."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.count = 0
-        self.peak = 0
-        self._event: anyio.Event | None = None
-
-    @property
-    def full(self) -> bool:
-        return self.count >= self.limit
-
-    async def take(self) -> None:
-        while self.count >= self.limit:
-            if self._event is None:
-                self._event = anyio.Event()
-            await self._event.wait()
-        self.count += 1
-        self.peak = max(self.peak, self.count)
-
-    def give(self, count: int = 1) -> None:
-        self.count -= count
-        if self._event is not None:
-            self._event.set()
-            self._event = None
-
-
-class _Signal:
-    """An event that costs nothing to set while nobody waits for it."""
-
-    def __init__(self) -> None:
-        self._event: anyio.Event | None = None
-
-    def set(self) -> None:
-        if self._event is not None:
-            self._event.set()
-            self._event = None
-
-    def waiter(self) -> anyio.Event:
-        if self._event is None:
-            self._event = anyio.Event()
-        return self._event
-
-
-async def _send(stream: MemoryObjectSendStream[Any], item: Any) -> None:
-    # anyio's send() checkpoints on every call; per item, that is a loop turn.
-    try:
-        stream.send_nowait(item)
-    except anyio.WouldBlock:
-        await stream.send(item)
-    except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-        # The other side closed because the job is being cancelled: the caller
-        # must see its own cancellation, not this symptom of it.
-        await anyio.lowlevel.checkpoint_if_cancelled()
-        raise
-
-
-@attrs.define(eq=False)
-class _Chunk:
-    items: list[Entry]
-    attempt: int = 0
-    split: bool = False
-    last_error: CapillaryError | None = None
-    #: An attempt failed in a way that may have applied it: a later refusal cannot undo that.
-    maybe_applied: bool = False
-
-
-class Job(Generic[ItemT, ResultT]):
+class Job(Recovery, Generic[ItemT, ResultT]):
     """One run of the engine over one input."""
 
     def __init__(
@@ -174,13 +104,13 @@ class Job(Generic[ItemT, ResultT]):
         # In flight, one chunk being built, and one waiting to retry.
         self.held_limit = chunk_size * (options.concurrency + 2)
         self.report.held_limit = self.held_limit
-        self._held = _Gate(self.held_limit)
-        self._ready: deque[_Chunk] = deque()
+        self._held = Gate(self.held_limit)
+        self._ready: deque[Chunk] = deque()
         self._unfinished = 0  # chunks made and not yet final (parked ones included)
         self._input_done = False
         self._packing_done = False
-        self._changed = _Signal()  # for the packer: an item was added or released
-        self._work = _Signal()  # for the workers: a chunk is ready, or the job is over
+        self._changed = Signal()  # for the packer: an item was added or released
+        self._work = Signal()  # for the workers: a chunk is ready, or the job is over
         self._stopping = False
         self._drain = True
         self._read = 0
@@ -274,7 +204,7 @@ class Job(Generic[ItemT, ResultT]):
         ]
 
     async def _final(
-        self, outcomes: Sequence[ItemOutcome], *, chunk: _Chunk | None = None, placed: bool = True
+        self, outcomes: Sequence[ItemOutcome], *, chunk: Chunk | None = None, placed: bool = True
     ) -> None:
         """The one verb for "these items are final": counted, handed out, key and token freed.
 
@@ -291,7 +221,7 @@ class Job(Generic[ItemT, ResultT]):
             while self._watermark in finalized:
                 finalized.discard(self._watermark)
                 self._watermark += 1
-            await _send(out, outcome)
+            await send_fast(out, outcome)
             self._held.give()
         if placed and outcomes:
             self.chunker.release((o.index, o.item) for o in outcomes)
@@ -405,13 +335,14 @@ class Job(Generic[ItemT, ResultT]):
         self._changed.set()
 
     def _prepare(self, raw: Any) -> ItemT:
+        prepare: Callable[[Any], ItemT] = self.spec.prepare
         if not isinstance(raw, InputRow):
-            return self.spec.prepare(raw)
+            return prepare(raw)
         where = f"line {raw.line}"
         if raw.error is not None:
             raise ValidationError("", raw.error)  # the reader's words name the line
         try:
-            return self.spec.prepare(raw.data)
+            return prepare(raw.data)
         except ValidationError as exc:
             field = f"{where}: {exc.field}" if exc.field else where
             raise ValidationError(field, exc.reason, code=exc.code) from None
@@ -455,7 +386,7 @@ class Job(Generic[ItemT, ResultT]):
         self._work.set()
 
     def _submit(self, items: list[Entry]) -> None:
-        self._ready.append(_Chunk(items))
+        self._ready.append(Chunk(items))
         self._unfinished += 1
         self._work.set()
 
@@ -474,7 +405,7 @@ class Job(Generic[ItemT, ResultT]):
             else:
                 await self._work.waiter().wait()
 
-    async def _settle_unsent(self, chunk: _Chunk) -> None:
+    async def _settle_unsent(self, chunk: Chunk) -> None:
         """A chunk the job will not send: never-sent items are not attempted."""
         error = chunk.last_error
         if error is None:
@@ -483,7 +414,7 @@ class Job(Generic[ItemT, ResultT]):
             status = UNKNOWN if chunk.maybe_applied or maybe_applied(error) else FAILED
             await self._final(self._ended(chunk.items, status, error), chunk=chunk)
 
-    async def _process(self, chunk: _Chunk) -> None:
+    async def _process(self, chunk: Chunk) -> None:
         await self.pacer.wait_turn()
         error: CapillaryError | None = None
         async with self.pacer.limiter:
@@ -523,7 +454,7 @@ class Job(Generic[ItemT, ResultT]):
             await self._on_result(chunk, result, request_id)
         await self._report_progress()
 
-    async def _on_result(self, chunk: _Chunk, result: ResultT, request_id: str | None) -> None:
+    async def _on_result(self, chunk: Chunk, result: ResultT, request_id: str | None) -> None:
         self.budget.refund()
         self.pacer.speed_up()
         try:
@@ -558,92 +489,6 @@ class Job(Generic[ItemT, ResultT]):
                 )
             )
         await self._final(outcomes, chunk=chunk)
-
-    def _decide(self, chunk: _Chunk, error: CapillaryError, *, idempotent: bool) -> Decision:
-        return decide(
-            error,
-            chunk.attempt,
-            idempotent=idempotent,
-            policy=self.retry,
-            applied_before=chunk.maybe_applied,
-            splittable=len(chunk.items) > 1,
-        )
-
-    async def _on_error(self, chunk: _Chunk, error: CapillaryError) -> None:
-        chunk.last_error = error
-        idempotent = self.spec.idempotent
-        unsafe = [e for e in chunk.items if not idempotent(e[1])]
-        if unsafe and self._decide(chunk, error, idempotent=False).not_repeated:
-            # Whatever happens next, these may already have been applied.
-            message = _NOT_REPEATED.format(f"{type(error).__name__}: {error}")
-            await self._final(self._ended(unsafe, UNKNOWN, error, message))
-            chunk.items = [e for e in chunk.items if idempotent(e[1])]
-            if not chunk.items:
-                await self._final([], chunk=chunk)
-                if self.options.fail_fast:
-                    self.stop(f"fail_fast: a chunk's outcome is unknown ({error})")
-                return
-        decision = self._decide(chunk, error, idempotent=True)
-        chunk.maybe_applied = decision.maybe_applied
-        if decision.slow_down:
-            self.pacer.slow_down(decision.delay)
-        elif decision.pause:  # a 503 that says how long: everyone waits
-            self.pacer.pause(decision.delay)
-        if getattr(error, "status", None) == 413:
-            # Half the refused chunk: halves of one refusal do not shrink it twice.
-            size = max(1, min(self.chunk_size, len(chunk.items) // 2))
-            if size < self.chunk_size:
-                self.chunker.size = size
-                logger.warning("bulk job: 413, chunk size now %d", size)
-        action = decision.action
-        if action is Action.SPLIT:
-            self._split(chunk, error)
-        elif action is Action.RETRY:
-            if not self.budget.charge(error):
-                await self._give_up(chunk, error, decision)
-                self.stop(
-                    f"retry budget spent: the server kept failing ({type(error).__name__}: {error})"
-                )
-                return
-            if self._task_group is None:
-                raise RuntimeError("the job is not running")
-            self._task_group.start_soon(self._park, chunk, decision.delay)
-        else:
-            await self._give_up(chunk, error, decision)
-            if action is Action.STOP:
-                self.stop(f"the server refused the credentials: {error}")
-            elif self.options.fail_fast:
-                self.stop(f"fail_fast: a chunk failed after {chunk.attempt} attempts ({error})")
-
-    async def _give_up(self, chunk: _Chunk, error: CapillaryError, decision: Decision) -> None:
-        """The chunk's items end with its last error: unknown if it may have been applied."""
-        if decision.action is Action.UNKNOWN or decision.maybe_applied:
-            outcomes = self._ended(chunk.items, UNKNOWN, error)
-        else:
-            outcomes = self._ended(chunk.items, FAILED, error, settled=decision.verdict)
-        await self._final(outcomes, chunk=chunk)
-
-    async def _park(self, chunk: _Chunk, delay: float) -> None:
-        """Hold a chunk until its retry is due, without holding up a worker."""
-        with anyio.CancelScope() as scope:
-            self._parked.add(scope)
-            try:
-                await self.clock.sleep(delay)
-            finally:
-                self._parked.discard(scope)
-        self._ready.appendleft(chunk)
-        self._work.set()
-
-    def _split(self, chunk: _Chunk, error: CapillaryError) -> None:
-        """A chunk refused as a whole: halves go again, down to the items at fault."""
-        middle = len(chunk.items) // 2
-        for half in (chunk.items[middle:], chunk.items[:middle]):
-            # Each half was sent once already, as part of this chunk.
-            self._ready.appendleft(
-                _Chunk(half, split=True, maybe_applied=chunk.maybe_applied, last_error=error)
-            )
-        self._unfinished += 1  # one chunk became two
-        self._work.set()
 
 
 def _describe(exc: BaseException) -> str:
