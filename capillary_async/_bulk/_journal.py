@@ -27,6 +27,7 @@ import attrs
 
 from .._exceptions import JournalError, JournalIOError, JournalMismatchError, excerpt
 from ._lock import shown
+from ._sqlite import _code, _legacy_ref, _refs, sqlite_code, sqlite_reason, stored_ref
 
 __all__ = ["Entry", "Journal", "Journalled", "Resume", "fingerprint", "resume", "stored_ref"]
 
@@ -370,48 +371,6 @@ class _Transaction:
                 self.db.execute("ROLLBACK")
 
 
-#: SQLite's primary result codes, in words (Python 3.11+ names them on the exception).
-_SQLITE_REASONS = {
-    "SQLITE_FULL": "the disk is full",
-    "SQLITE_IOERR": "a disk input/output error",
-    "SQLITE_READONLY": "it is read-only",
-    "SQLITE_CANTOPEN": "a file could not be opened",
-    "SQLITE_PERM": "permission denied",
-    "SQLITE_BUSY": "another program is using it",
-    "SQLITE_LOCKED": "another program is using it",
-    "SQLITE_CORRUPT": "it is damaged",
-    "SQLITE_NOTADB": "it is not an SQLite database",
-    "SQLITE_NOMEM": "out of memory",
-}
-#: The same from SQLite's fixed English texts, for Python 3.10.
-_SQLITE_TEXTS = (
-    ("disk is full", "SQLITE_FULL"),
-    ("disk i/o", "SQLITE_IOERR"),
-    ("readonly", "SQLITE_READONLY"),
-    ("unable to open", "SQLITE_CANTOPEN"),
-    ("locked", "SQLITE_BUSY"),
-    ("malformed", "SQLITE_CORRUPT"),
-    ("not a database", "SQLITE_NOTADB"),
-)
-
-
-def sqlite_code(exc: sqlite3.Error) -> str | None:
-    """The primary SQLite result code of an error (``SQLITE_FULL``), when known."""
-    name = getattr(exc, "sqlite_errorname", None)
-    if isinstance(name, str):
-        for code in _SQLITE_REASONS:
-            if name == code or name.startswith(code + "_"):
-                return code
-    text = str(exc).lower()
-    return next((code for fragment, code in _SQLITE_TEXTS if fragment in text), None)
-
-
-def sqlite_reason(exc: sqlite3.Error) -> str:
-    """Why SQLite failed, in our words (never its exception's repr)."""
-    code = sqlite_code(exc)
-    return _SQLITE_REASONS[code] if code else "an SQLite error"
-
-
 # -- opening ----------------------------------------------------------------------------------
 
 
@@ -495,44 +454,3 @@ def _adopt(db: sqlite3.Connection, name: str, stamp: str) -> None:
                 db.execute(f"ALTER TABLE items ADD COLUMN {column}")
         db.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (str(FORMAT),))
     db.execute("PRAGMA synchronous=NORMAL")
-
-
-# -- values ---------------------------------------------------------------------------------------
-
-
-def stored_ref(value: Any) -> Any:
-    """A ref as kept: numbers and short text as they are; anything else as bounded text."""
-    if isinstance(value, enum.Enum):
-        value = value.value
-    if value is None or isinstance(value, (bool, int, float)):
-        return value
-    if not isinstance(value, str):
-        value = json.dumps(value, ensure_ascii=False, default=str)
-    return excerpt(value, _REF_LIMIT)
-
-
-def _refs(ref_id: Any, ref_type: Any) -> str | None:
-    """Both refs as one JSON text: what a row held comes back exactly, whatever its type."""
-    if ref_id is None and ref_type is None:
-        return None
-    return json.dumps([stored_ref(ref_id), stored_ref(ref_type)])
-
-
-def _legacy_ref(value: Any) -> Any:
-    # Format 1 kept strings as they were and other values as JSON: a string that
-    # reads as JSON text was most likely written as JSON; anything else is as is.
-    if isinstance(value, str) and value.startswith('"'):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return value
-    return value
-
-
-def _code(value: Any) -> int | str | None:
-    """An error code SQLite can hold (a huge number from a server would overflow it)."""
-    if value is None or isinstance(value, bool):
-        return None
-    if isinstance(value, int):
-        return value if -(2**63) <= value < 2**63 else str(value)
-    return excerpt(value, 40)
