@@ -64,6 +64,8 @@ class Decision:
 
 def maybe_applied(error: CapillaryError) -> bool:
     """Whether the failed attempt may have been applied."""
+    if getattr(error, "before_send", False):
+        return False  # raised before the request went out
     if is_ambiguous(error):
         return True
     if isinstance(error, (AuthenticationError, PermissionDeniedError)):
@@ -91,7 +93,7 @@ def decide(
     gave_up = Action.UNKNOWN if applied else Action.FAIL
     if isinstance(error, (AuthenticationError, PermissionDeniedError)):
         return Decision(Action.STOP, maybe_applied=applied)
-    if is_ambiguous(error) and not idempotent:
+    if applied and not idempotent:  # a timeout, a 5xx, a 2xx that could not be read...
         return Decision(Action.UNKNOWN, maybe_applied=True, not_repeated=True)
     status = getattr(error, "status", None)
     if status == 413 or isinstance(error, BadRequestError):

@@ -238,14 +238,14 @@ TABLE = [
     row(
         status(200),
         1,
-        Decision(UNKNOWN, maybe_applied=True),
+        Decision(UNKNOWN, maybe_applied=True, not_repeated=True),
         idempotent=False,
         name="200-without-codes",
     ),
     row(
         APIError("unexpected response shape", status=200),
         1,
-        Decision(UNKNOWN, maybe_applied=True),
+        Decision(UNKNOWN, maybe_applied=True, not_repeated=True),
         idempotent=False,
         name="200-unreadable-shape",
     ),
@@ -297,19 +297,9 @@ def test_decide(
     assert decision == expected
 
 
-# A 2xx with an ``errors`` envelope but no codes is, by ``maybe_applied``, a request
-# that may have been applied. Sent again in halves, a FIXED_DAYS item would be
-# extended twice. ``decide`` only refuses to repeat a non-idempotent request when
-# the *error* is ambiguous (``is_ambiguous``), not when it or an earlier attempt may
-# have been applied (``maybe_applied`` / ``applied_before``).
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "decide: a non-idempotent request that may have been applied (a codes-less 2xx "
-        "refusal, or applied_before) is split or retried instead of ending unknown, "
-        "not repeated"
-    ),
-)
+# A 2xx with an ``errors`` envelope but no codes may have been applied; so may any
+# request after an attempt that might have been. Sent again (or in halves), a
+# FIXED_DAYS item would be extended twice: it ends unknown, not repeated.
 @pytest.mark.parametrize(
     ("error", "attempt", "applied_before", "splittable"),
     [
@@ -361,13 +351,6 @@ def test_what_may_have_been_applied_is_not_repeated_when_not_idempotent(
             before_send(status(200)),
             False,
             id="200-before-send",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason=(
-                    "maybe_applied: its 2xx-without-codes clause ignores before_send, so an "
-                    "error raised before the request went out counts as maybe applied"
-                ),
-            ),
         ),
         pytest.param(
             OutcomeUnknownError("?", cause=ReadTimeoutError("t")), True, id="outcome-unknown"
