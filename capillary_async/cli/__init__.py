@@ -95,9 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     _apply_parser(sub, "expiry")
     _apply_parser(sub, "redemption")
     emulator = sub.add_parser("emulator", help="serve the local Capillary emulator")
-    from ..testing.__main__ import add_arguments
+    from ..testing import add_emulator_arguments
 
-    add_arguments(emulator)
+    add_emulator_arguments(emulator)
     demo = sub.add_parser("demo", help="a bulk job against the built-in emulator, no setup")
     demo.add_argument("--items", type=_positive_int, default=20_000)
     demo.add_argument("--dir", metavar="PATH", help="where to write the sample and the report")
@@ -134,10 +134,10 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     """Entry point of ``capillary-async``."""
     args = build_parser().parse_args(argv)
     if args.command == "emulator":
-        from ..testing.__main__ import serve
+        from ..testing import serve_emulator
 
         try:
-            asyncio.run(serve(args))
+            asyncio.run(serve_emulator(args))
         except KeyboardInterrupt:
             return EXIT_INTERRUPTED
         return 0

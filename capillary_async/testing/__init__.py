@@ -14,6 +14,7 @@ It is also a pytest plugin (the ``capillary_emulator`` fixture) and a command
 package.
 """
 
+from ._command import add_emulator_arguments, serve_emulator
 from ._samples import BAD_KINDS, flatten, sample_expiry_updates, write_csv, write_jsonl
 from ._server import (
     ENVELOPES,
@@ -50,10 +51,12 @@ __all__ = [
     "Stats",
     "Store",
     "SystemTime",
+    "add_emulator_arguments",
     "flatten",
     "parse_timezone",
     "sample_expiry_updates",
     "seeded_awards",
+    "serve_emulator",
     "write_csv",
     "write_jsonl",
 ]
