@@ -23,6 +23,7 @@ from capillary_async import (
     ExpiryDate,
     ExpiryUpdate,
     ItemOutcome,
+    JournalMismatchError,
     MockTransport,
     OutcomeStatus,
     Progress,
@@ -33,7 +34,7 @@ from capillary_async import (
     RetryPolicy,
 )
 
-from .conftest import FakeClock, reply
+from .conftest import FakeClock, open_db, reply
 
 FAR = "2030-01-01"
 
@@ -712,3 +713,29 @@ async def test_an_error_in_the_consumer_comes_out_unwrapped(clock: FakeClock) ->
     async with client_for(Server(), clock) as client:
         with pytest.raises(KeyError, match="consumer broke"):
             await consume(client)
+
+
+async def test_a_journal_refuses_other_items_at_a_position_and_accepts_the_same_in_any_form(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    """A list or generator is known by position: other items there are refused, nothing sent."""
+    journal = tmp_path / "job.db"
+    server = Server(fail={3: 8015})
+    async with client_for(server, clock) as client:
+        first = await client.points.bulk_update_expiry(
+            [update(n) for n in range(1, 6)], journal=journal
+        )
+        assert (first.succeeded, first.failed) == (4, 1)
+        # The same items as wire dicts (ids as text, as a CSV gives them), and more after.
+        same = [{**wire(n), "pointsAwardedRefId": str(n)} for n in range(1, 9)]
+        again = await client.points.bulk_update_expiry(same, journal=journal)
+        assert (again.total, again.resumed, again.succeeded) == (8, 5, 7)
+        assert [len(r) for r in server.requests] == [5, 3]  # only 6, 7, 8 went out
+        with open_db(journal) as db:
+            before = sorted(db.execute("SELECT idx, state, refs FROM items"))
+        other = [update(n) for n in (1, 2, 99, 4)]
+        with pytest.raises(JournalMismatchError, match="another item at position 2"):
+            await client.points.bulk_update_expiry(other, journal=journal)
+        assert len(server.requests) == 2  # nothing of the other items was sent
+        with open_db(journal) as db:
+            assert sorted(db.execute("SELECT idx, state, refs FROM items")) == before

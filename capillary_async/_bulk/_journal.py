@@ -129,6 +129,8 @@ class Journalled:
     error_code: Any = None
     error_message: str | None = None
     request_id: str | None = None
+    #: The item's refs as recorded (JSON ``[ref id, ref type]``), if any.
+    refs: str | None = None
 
 
 @attrs.frozen
@@ -256,7 +258,7 @@ class Journal:
             rows = await self._run(
                 lambda after: self._db.execute(
                     "SELECT idx, state, settled, idempotent, error_code, error_message, "
-                    "request_id FROM items WHERE idx > ? "
+                    "request_id, refs FROM items WHERE idx > ? "
                     "ORDER BY idx LIMIT ?",
                     (after, batch),
                 ).fetchall(),
@@ -265,7 +267,7 @@ class Journal:
             )
             if not rows:
                 return
-            for idx, state, settled, idempotent, code, message, request_id in rows:
+            for idx, state, settled, idempotent, code, message, request_id, refs in rows:
                 yield Journalled(
                     idx,
                     state,
@@ -274,6 +276,7 @@ class Journal:
                     code,
                     message,
                     request_id,
+                    refs,
                 )
             last = rows[-1][0]
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import logging
 from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator
 from pathlib import Path
@@ -24,7 +25,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .._exceptions import JournalError, JournalIOError
 from ._files import InputFile, InputRow
-from ._journal import Entry, Journal, Journalled, Resume, fingerprint, resume
+from ._journal import Entry, Journal, Journalled, Resume, fingerprint, resume, stored_ref
 from ._lock import JournalLock
 from ._options import BulkOptions
 from ._outcomes import ItemOutcome, OutcomeStatus
@@ -79,10 +80,15 @@ class Resumer:
             journal.states() if journal is not None else None
         )
         self._state: Journalled | None = None
+        #: Items are known by position only when the input is not a file: check each.
+        self.check_refs = False
+        #: Why the input is not the one the journal recorded, if it is not.
+        self.mismatch: str | None = None
         self._started = False
         self._lines: dict[int, int] = {}
         self._maybe_applied_before: set[int] = set()
         self._pending: list[Entry] = []
+        self._mismatched = -1
         #: Marked in flight and without an outcome yet: index -> line.
         self._marked: dict[int, int] = {}
         #: Of those, the ones whose request went out (on_send returned).
@@ -119,7 +125,9 @@ class Resumer:
         except BaseException:
             lock.release()
             raise
-        return cls(options, spec, lock, journal)
+        resumer = cls(options, spec, lock, journal)
+        resumer.check_refs = not isinstance(items, InputFile)
+        return resumer
 
     def attach(self, job: Job[Any, Any]) -> None:
         """The job whose outcomes this records; its report reads its rows from the journal."""
@@ -155,6 +163,10 @@ class Resumer:
             if line is not None:
                 self._lines[index] = line
             return None
+        data = raw.data if isinstance(raw, InputRow) else raw
+        if self.check_refs and not _same_refs(state.refs, self._refs(data)):
+            self._differs(index)
+            return None  # the job is stopping: the item ends not attempted, unrecorded
         action = resume(
             state.state, state.settled, state.idempotent, retry_unknown=self.options.retry_unknown
         )
@@ -164,7 +176,6 @@ class Resumer:
             if line is not None:
                 self._lines[index] = line
             return None
-        data = raw.data if isinstance(raw, InputRow) else raw
         if action is Resume.UNKNOWN:
             if not self.options.dry_run:
                 self._pending.append(
@@ -249,8 +260,22 @@ class Resumer:
             with anyio.CancelScope(shield=True):
                 await self._save(last=True)
 
+    def _differs(self, index: int) -> None:
+        """The input is not the journal's: stop before anything of it is sent."""
+        self.mismatch = (
+            f"the {self.name} records another item at position {index} of the input: it was "
+            "made for other items, or for these in another order. A journal knows the items "
+            "of a list or a generator by their position; rerun with the same items in the "
+            "same order, or use a new journal"
+        )
+        self._mismatched = index
+        if self.job is not None:
+            self.job.stop(f"{self.mismatch}; nothing more was sent", drain=False)
+
     def _note(self, outcome: ItemOutcome) -> None:
         index = outcome.index
+        if self.mismatch is not None and index == self._mismatched:
+            return  # not this journal's item: its row stays as it was
         self._marked.pop(index, None)
         self._handed.discard(index)
         line = self._lines.pop(index, None) or outcome.line or 0
@@ -402,3 +427,21 @@ def _no_journal_yet(path: Path) -> bool:
         return True
     except OSError:
         return False
+
+
+def _same_refs(stored: str | None, refs: tuple[Any, Any]) -> bool:
+    """Whether an item's refs are the ones recorded (compared as text: "17" is 17)."""
+    if stored is None:
+        return True  # a row of a format 1 journal, or one without refs
+    try:
+        recorded = json.loads(stored)
+    except ValueError:
+        return True
+    if not isinstance(recorded, list) or len(recorded) != 2:
+        return True
+    now = [stored_ref(value) for value in refs]
+    return [_text(v) for v in recorded] == [_text(v) for v in now]
+
+
+def _text(value: Any) -> str | None:
+    return None if value is None else str(value)

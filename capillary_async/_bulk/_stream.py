@@ -11,6 +11,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from .._config import Clock, RetryPolicy
+from .._exceptions import JournalMismatchError
 from ._job import Job
 from ._options import BulkOptions
 from ._outcomes import ItemOutcome, Progress
@@ -125,9 +126,10 @@ async def open_job(
         out = receive
         try:
             async with anyio.create_task_group() as tg:
-                tg.start_soon(job.run, send)
                 if resumer is not None:
                     resumer.attach(job)
+                tg.start_soon(job.run, send)
+                if resumer is not None:
                     relay, out = anyio.create_memory_object_stream[ItemOutcome](job.chunk_size)
                     tg.start_soon(resumer.pump, receive, relay)
                 stream = OutcomeStream(out, job)
@@ -150,3 +152,7 @@ async def open_job(
         if resumer is not None:
             with anyio.CancelScope(shield=True):
                 await resumer.close()
+    if resumer is not None and resumer.mismatch is not None:
+        # After the caller's block: every outcome so far is recorded, nothing of the
+        # other items was sent, and the caller learns why the job ended there.
+        raise JournalMismatchError(resumer.mismatch)
