@@ -40,7 +40,7 @@ from capillary_async import (
 )
 from capillary_async.testing import Emulator, ManualTime, sample_expiry_updates
 
-from .conftest import FakeClock
+from .conftest import FakeClock, open_db
 
 NOW = datetime(2026, 5, 1, 9, 0, 0, tzinfo=timezone.utc)
 SEED = 11
@@ -538,12 +538,16 @@ async def test_a_dry_run_with_a_journal_reports_what_earlier_runs_finished(
             rows = read_journal(journal)
             finished = final_rows(rows)
             requests, applied = emu.stats.requests, Counter(emu.audit.expiry_applied)
+            with open_db(journal) as db:
+                meta = sorted(db.execute("SELECT key, value FROM meta"))
             report = await client.points.bulk_update_expiry(
                 InputFile(source), journal=journal, dry_run=True, keep_all=True
             )
             assert (report.requests, emu.stats.requests) == (0, requests)
             assert emu.audit.expiry_applied == applied
             assert read_journal(journal) == rows  # a dry run writes no outcome
+            with open_db(journal) as db:  # nor its counters
+                assert sorted(db.execute("SELECT key, value FROM meta")) == meta
 
     assert report.dry_run is True
     assert report.total == ROWS

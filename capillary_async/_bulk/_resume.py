@@ -306,7 +306,9 @@ class Resumer:
         )
 
     async def _save(self, *, last: bool = False) -> None:
-        if self.journal is None or (self.problem is not None and not last):
+        if self.journal is None or self.options.dry_run:
+            return  # a dry run writes nothing, not even counters
+        if self.problem is not None and not last:
             return
         entries, self._pending = self._pending, []
         try:
