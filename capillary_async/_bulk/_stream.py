@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
@@ -16,8 +16,10 @@ from ._job import Job
 from ._options import BulkOptions
 from ._outcomes import ItemOutcome, Progress
 from ._report import BulkReport
-from ._resume import Resumer
 from ._specs import BulkSpec
+
+if TYPE_CHECKING:
+    from ._resume import Resumer
 
 if sys.version_info < (3, 11):  # pragma: no cover - anyio brings the backport
     from exceptiongroup import BaseExceptionGroup
@@ -109,8 +111,10 @@ async def open_job(
     cleanly and no task outlives the block. With a journal, every outcome is
     recorded on its way to the caller, and an interrupted job resumes.
     """
-    resumer = None
+    resumer: Resumer | None = None
     if options.journal is not None:
+        from ._resume import Resumer  # SQLite only for jobs that keep a journal
+
         resumer = await Resumer.open(options, spec=spec, items=items, target=target)
     try:
         job: Job[Any, Any] = Job(
