@@ -22,6 +22,7 @@ from capillary_async import (
     ConnectError,
     ExpiryDate,
     ExpiryUpdate,
+    InputFile,
     ItemOutcome,
     JournalMismatchError,
     MockTransport,
@@ -739,3 +740,61 @@ async def test_a_journal_refuses_other_items_at_a_position_and_accepts_the_same_
         assert len(server.requests) == 2  # nothing of the other items was sent
         with open_db(journal) as db:
             assert sorted(db.execute("SELECT idx, state, refs FROM items")) == before
+
+
+@pytest.mark.parametrize("leave_after", [1, 2, 5, 11])
+async def test_leaving_a_journalled_stream_early_records_every_answer_once(
+    clock: FakeClock, tmp_path: Path, leave_after: int
+) -> None:
+    """Answers that came in as the caller left are recorded as they came, not as unknown."""
+    journal = tmp_path / "job.db"
+    server = Server()
+    async with client_for(server, clock) as client:
+        items = [update(n, kind="FIXED_DAYS") for n in range(1, 61)]
+        async with client.points.stream_update_expiry(
+            items, journal=journal, chunk_size=3, concurrency=2, keep_all=True
+        ) as outcomes:
+            seen = 0
+            async for _ in outcomes:
+                seen += 1
+                if seen >= leave_after:
+                    break
+    report = outcomes.report
+    indexes = [o.index for o in report.outcomes()]
+    assert len(indexes) == len(set(indexes)) == report.total  # one outcome per item
+    with open_db(journal) as db:
+        rows = dict(db.execute("SELECT idx, state FROM items"))
+    for outcome in report.outcomes():  # what the report says is what the journal holds
+        assert rows[outcome.index] == outcome.status.value
+    for ref in server.applied:  # applied: its answer read, or unknown; never anything else
+        assert rows[ref - 1] in ("succeeded", "unknown")
+    assert any(state == "succeeded" for state in rows.values())
+    with open_db(journal) as db:
+        counted = dict(db.execute("SELECT key, value FROM meta WHERE key = 'count:requests'"))
+    assert int(counted["count:requests"]) == report.requests == len(server.requests)
+
+
+async def test_rows_of_a_file_left_after_a_stop_keep_their_data_and_refs(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    source = tmp_path / "rows.jsonl"
+    source.write_text("".join(json.dumps(wire(n)) + "\n" for n in range(1, 41)))
+    server = Server()
+    server.queue.append(reply(401, {"errors": [{"code": 401, "message": "bad creds"}]}))
+    async with client_for(server, clock) as client:
+        report = await client.points.bulk_update_expiry(
+            InputFile(source), chunk_size=5, concurrency=1, keep_all=True
+        )
+    assert report.stop_reason is not None
+    left = [o for o in report.outcomes() if o.status is OutcomeStatus.NOT_ATTEMPTED]
+    assert left
+    for outcome in left:
+        # The row's data (or its model, if it was read before the stop), never the row.
+        assert outcome.item in (wire(outcome.index + 1), update(outcome.index + 1))
+        assert outcome.line == outcome.index + 1
+    out = tmp_path / "failures.csv"
+    report.to_csv(out)
+    with out.open() as written:
+        rows = list(csv.DictReader(written))
+    assert len(rows) == report.total - report.succeeded
+    assert all(r["pointsAwardedRefId"] == str(int(r["index"]) + 1) for r in rows)

@@ -69,6 +69,10 @@ class JobHooks(Protocol):
         """Items about to be sent for the first time; raising keeps them home and stops the job."""
         ...
 
+    async def on_final(self, outcome: ItemOutcome) -> None:
+        """An outcome as it is made final (before the caller sees it)."""
+        ...
+
 
 class Job(Recovery, Generic[ItemT, ResultT]):
     """One run of the engine over one input."""
@@ -214,9 +218,11 @@ class Job(Recovery, Generic[ItemT, ResultT]):
         out = self._out
         if out is None:
             raise RuntimeError("the job is not running")
-        report, finalized = self.report, self._finalized
+        report, finalized, hooks = self.report, self._finalized, self.hooks
         for outcome in outcomes:
             report._add(outcome)
+            if hooks is not None:
+                await hooks.on_final(outcome)
             finalized.add(outcome.index)
             while self._watermark in finalized:
                 finalized.discard(self._watermark)
@@ -318,13 +324,13 @@ class Job(Recovery, Generic[ItemT, ResultT]):
                 self._lines.pop(index, None)
                 await self._final([earlier], placed=False)
                 return
+        data = raw.data if isinstance(raw, InputRow) else raw
         if self._stopping:
-            await self._final([self._outcome(index, raw, NOT_ATTEMPTED)], placed=False)
+            await self._final([self._outcome(index, data, NOT_ATTEMPTED)], placed=False)
             return
         try:
             item = self._prepare(raw)
         except ValidationError as exc:
-            data = raw.data if isinstance(raw, InputRow) else raw
             outcome = self._outcome(index, data, INVALID, None, exc.code, excerpt(str(exc)))
             await self._final([attrs.evolve(outcome, settled=True)], placed=False)
             return

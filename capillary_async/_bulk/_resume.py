@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._exceptions import JournalError, JournalIOError
 from ._files import InputFile, InputRow
+from ._flow import Signal
 from ._journal import Entry, Journal, Journalled, Resume, fingerprint, resume, stored_ref
 from ._lock import JournalLock
 from ._options import BulkOptions
@@ -51,8 +51,8 @@ _MAYBE_APPLIED = frozenset({"unknown", "in_flight"})
 #: Verdicts by definition, whatever the engine's ``settled`` says.
 _ALWAYS_SETTLED = frozenset({OutcomeStatus.SUCCEEDED, OutcomeStatus.INVALID})
 _STATUSES = {status.value: status for status in OutcomeStatus}
-#: Outcomes written to the journal at once, at most.
-_BATCH = 1000
+#: Outcomes queued for the journal before the job waits for them to be written.
+_MAX_PENDING = 20_000
 
 
 def _identity(kind: str, target: str) -> str:
@@ -88,6 +88,9 @@ class Resumer:
         self._lines: dict[int, int] = {}
         self._maybe_applied_before: set[int] = set()
         self._pending: list[Entry] = []
+        self._wake = Signal()
+        self._saved = Signal()
+        self._over = False
         self._mismatched = -1
         #: Marked in flight and without an outcome yet: index -> line.
         self._marked: dict[int, int] = {}
@@ -235,30 +238,31 @@ class Resumer:
 
     # -- recording ----------------------------------------------------------------------------
 
-    async def pump(
-        self,
-        receive: MemoryObjectReceiveStream[ItemOutcome],
-        relay: MemoryObjectSendStream[ItemOutcome],
-    ) -> None:
-        """Record each outcome of the job and pass it on to the caller."""
-        try:
-            async with relay:
-                async for outcome in receive:
-                    self._note(outcome)
-                    await relay.send(outcome)
-                    if len(self._pending) >= _BATCH or (
-                        self._pending and not receive.statistics().current_buffer_used
-                    ):
-                        await self._save()
-        finally:
-            # Outcomes the job gave out before an abort: those answers came.
-            try:
-                while True:
-                    self._note(receive.receive_nowait())
-            except (anyio.WouldBlock, anyio.EndOfStream, anyio.ClosedResourceError):
-                pass
-            with anyio.CancelScope(shield=True):
-                await self._save(last=True)
+    async def on_final(self, outcome: ItemOutcome) -> None:
+        """Every outcome of the job, as it is made final: queued for the journal at once.
+
+        The queue is bounded: past ``_MAX_PENDING`` the job waits for the saver.
+        """
+        self._note(outcome)
+        self._wake.set()
+        while len(self._pending) >= _MAX_PENDING and self.problem is None and not self._over:
+            await self._saved.waiter().wait()
+
+    async def saver(self) -> None:
+        """Write queued outcomes while the job runs (a write batches what piled up meanwhile)."""
+        while True:
+            if self._pending and self.problem is None:
+                await self._save()
+                self._saved.set()
+            elif self._over:
+                return
+            else:
+                await self._wake.waiter().wait()
+
+    def job_over(self) -> None:
+        """The job has given out its last outcome: the saver writes what is left and ends."""
+        self._over = True
+        self._wake.set()
 
     def _differs(self, index: int) -> None:
         """The input is not the journal's: stop before anything of it is sent."""
@@ -281,14 +285,14 @@ class Resumer:
         line = self._lines.pop(index, None) or outcome.line or 0
         if outcome.resumed or self.options.dry_run:
             return  # as the journal has it (an unsafe resend is queued already)
+        applied_before = index in self._maybe_applied_before
+        self._maybe_applied_before.discard(index)
         if outcome.status is OutcomeStatus.NOT_ATTEMPTED and (
-            self.problem is not None or index in self._maybe_applied_before
+            self.problem is not None or applied_before
         ):
             # Not sent now: what the journal says of it (in flight, maybe
             # applied by an earlier run) is still right.
-            self._maybe_applied_before.discard(index)
             return
-        self._maybe_applied_before.discard(index)
         message = outcome.error_message
         if message and outcome.status is OutcomeStatus.INVALID and not message.startswith("line "):
             message = f"line {line}: {message}" if line else message
@@ -310,9 +314,11 @@ class Resumer:
             return  # a dry run writes nothing, not even counters
         if self.problem is not None and not last:
             return
-        entries, self._pending = self._pending, []
+        # Taken off the queue only once written: a cancelled write leaves them for close().
+        entries = list(self._pending)
         try:
             await self.journal.record(entries)
+            del self._pending[: len(entries)]
             if last and self.job is not None:
                 report = self.job.report
                 await self.journal.add_counters(
@@ -323,9 +329,7 @@ class Resumer:
         except JournalIOError as exc:
             self._failed(exc)
             if last:
-                self.complete = False
-            else:
-                self._pending = entries + self._pending  # one last try at the end
+                self.complete = False  # (otherwise they stay queued for one last try)
 
     def _failed(self, exc: JournalIOError) -> None:
         """Stop the job at the journal's first failure: nothing more is sent."""
@@ -359,7 +363,8 @@ class Resumer:
 
     async def close(self) -> None:
         try:
-            if self._marked and self.journal is not None:
+            if self.journal is not None:
+                # Whatever is queued, the rows an abort left in flight, and the counters: once.
                 self._pending.extend(self._aborted())
                 with anyio.CancelScope(shield=True):
                     await self._save(last=True)

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from typing import TYPE_CHECKING, Any
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from .._config import Clock, RetryPolicy
 from .._exceptions import JournalMismatchError
@@ -127,16 +127,13 @@ async def open_job(
             hooks=resumer,
         )
         send, receive = anyio.create_memory_object_stream[ItemOutcome](job.chunk_size)
-        out = receive
         try:
             async with anyio.create_task_group() as tg:
                 if resumer is not None:
                     resumer.attach(job)
-                tg.start_soon(job.run, send)
-                if resumer is not None:
-                    relay, out = anyio.create_memory_object_stream[ItemOutcome](job.chunk_size)
-                    tg.start_soon(resumer.pump, receive, relay)
-                stream = OutcomeStream(out, job)
+                    tg.start_soon(resumer.saver)
+                tg.start_soon(_run, job, send, resumer)
+                stream = OutcomeStream(receive, job)
                 try:
                     yield stream
                 finally:
@@ -151,7 +148,6 @@ async def open_job(
         finally:
             send.close()  # the job closes it, unless cancelled before it started
             receive.close()
-            out.close()
     finally:
         if resumer is not None:
             with anyio.CancelScope(shield=True):
@@ -160,3 +156,13 @@ async def open_job(
         # After the caller's block: every outcome so far is recorded, nothing of the
         # other items was sent, and the caller learns why the job ended there.
         raise JournalMismatchError(resumer.mismatch)
+
+
+async def _run(
+    job: Job[Any, Any], send: MemoryObjectSendStream[ItemOutcome], resumer: Resumer | None
+) -> None:
+    try:
+        await job.run(send)
+    finally:
+        if resumer is not None:
+            resumer.job_over()
