@@ -798,3 +798,76 @@ async def test_rows_of_a_file_left_after_a_stop_keep_their_data_and_refs(
         rows = list(csv.DictReader(written))
     assert len(rows) == report.total - report.succeeded
     assert all(r["pointsAwardedRefId"] == str(int(r["index"]) + 1) for r in rows)
+
+
+async def test_after_a_journal_failure_the_failures_still_come_from_a_complete_journal(
+    clock: FakeClock, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A full disk stops the job; if the last write finds room, the report lists the rows."""
+    from capillary_async._bulk._journal import Journal
+
+    from .test_cli_hostile import BrokenDisk
+
+    real_open = Journal.open.__func__  # type: ignore[attr-defined]
+
+    async def opened(cls: Any, *args: Any, **kwargs: Any) -> Any:
+        journal = await real_open(cls, *args, **kwargs)
+        journal._db = BrokenDisk(journal._db, "'in_flight'", 10)  # room for one chunk's marks
+        return journal
+
+    monkeypatch.setattr(Journal, "open", classmethod(opened))
+    server = Server(fail={1: 3034, 2: 3034})
+    async with client_for(server, clock) as client:
+        report = await client.points.bulk_update_expiry(
+            [update(n) for n in range(1, 31)],
+            journal=tmp_path / "job.db",
+            chunk_size=10,
+            concurrency=1,
+            keep_failures=False,
+        )
+    assert report.journal_error is not None
+    assert "disk is full" in report.journal_error
+    assert report.journal_complete
+    assert (report.failed, len(server.requests)) == (2, 1)
+    out = tmp_path / "failures.csv"
+    report.to_csv(out)
+    with out.open() as written:
+        rows = list(csv.DictReader(written))
+    assert [(r["index"], r["status"], r["error_code"]) for r in rows] == [
+        ("0", "failed", "3034"),
+        ("1", "failed", "3034"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "error"),
+    [
+        ("retry_unknown", "false", TypeError),  # a truthy string must not resend unknowns
+        ("dry_run", "no", TypeError),
+        ("fail_fast", 0, TypeError),
+        ("keep_failures", "no", TypeError),
+        ("retry", 5, TypeError),
+        ("retry_budget", 3, TypeError),
+        ("on_progress", 1, TypeError),
+        ("journal", "", TypeError),
+        ("journal", 123, TypeError),
+        ("timeout", -1, ValueError),
+        ("timeout", float("nan"), ValueError),
+        ("chunk_size", 2.0, ValueError),
+        ("concurrency", 0, ValueError),
+        ("rate_limit", float("inf"), ValueError),
+        ("flush_after", 0, ValueError),
+    ],
+)
+async def test_bulk_options_refuse_bad_values_naming_the_option_before_anything_is_sent(
+    clock: FakeClock, option: str, value: Any, error: type[Exception]
+) -> None:
+    from capillary_async import BulkOptions
+
+    with pytest.raises(error, match=option):
+        BulkOptions(**{option: value})
+    server = Server()
+    async with client_for(server, clock) as client:
+        with pytest.raises(error, match=option):
+            await client.points.bulk_update_expiry([update(1)], **{option: value})
+    assert server.requests == []

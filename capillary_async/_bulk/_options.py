@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, TypedDict
@@ -27,7 +28,11 @@ def _at_least_one(name: str) -> Callable[[Any, Any, Any], None]:
 
 
 def _check_rate(_instance: Any, _attribute: Any, value: float | None) -> None:
-    if value is not None and not value >= MIN_RATE:
+    if value is not None and (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not MIN_RATE <= value < math.inf
+    ):
         # Slower than this is a typo, and a job that would wait for days.
         raise ValueError(
             f"rate_limit: must be at least {MIN_RATE} requests per second (one every 17 minutes)"
@@ -35,8 +40,45 @@ def _check_rate(_instance: Any, _attribute: Any, value: float | None) -> None:
 
 
 def _check_flush(_instance: Any, _attribute: Any, value: float | None) -> None:
-    if value is not None and not value > 0:
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf
+    ):
         raise ValueError("flush_after: must be a positive number of seconds, or None")
+
+
+def _flag(_instance: Any, attribute: Any, value: Any) -> None:
+    if not isinstance(value, bool):  # "false" is true: a flag is True or False, nothing else
+        raise TypeError(f"{attribute.name}: must be True or False")
+
+
+def _optional_flag(_instance: Any, attribute: Any, value: Any) -> None:
+    if value is not None and not isinstance(value, bool):
+        raise TypeError(f"{attribute.name}: must be True, False or None")
+
+
+def _instance_of(kind: type[Any]) -> Callable[[Any, Any, Any], None]:
+    def check(_instance: Any, attribute: Any, value: Any) -> None:
+        if value is not None and not isinstance(value, kind):
+            raise TypeError(f"{attribute.name}: must be a {kind.__name__}, or None")
+
+    return check
+
+
+def _check_timeout(_instance: Any, _attribute: Any, value: Any) -> None:
+    if isinstance(value, (_Unset, Timeouts)) or value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ValueError("timeout: must be a Timeouts, a positive number of seconds, or None")
+
+
+def _check_callable(_instance: Any, _attribute: Any, value: Any) -> None:
+    if value is not None and not callable(value):
+        raise TypeError("on_progress: must be a function (or coroutine function), or None")
+
+
+def _check_journal(_instance: Any, _attribute: Any, value: Any) -> None:
+    if value is not None and (not isinstance(value, (str, os.PathLike)) or not os.fspath(value)):
+        raise TypeError("journal: must be a path (a str or os.PathLike), or None")
 
 
 @attrs.frozen(kw_only=True)
@@ -67,16 +109,20 @@ class BulkOptions:
     concurrency: int = attrs.field(default=8, validator=_at_least_one("concurrency"))
     rate_limit: float | None = attrs.field(default=None, validator=_check_rate)
     flush_after: float | None = attrs.field(default=1.0, validator=_check_flush)
-    fail_fast: bool = False
-    keep_all: bool = False
-    keep_failures: bool | None = None
-    retry: RetryPolicy | None = None
-    retry_budget: RetryBudget | None = None
-    timeout: Timeouts | float | _Unset | None = UNSET
-    on_progress: Callable[[Progress], object] | None = attrs.field(default=None, eq=False)
-    journal: str | os.PathLike[str] | None = None
-    retry_unknown: bool = False
-    dry_run: bool = False
+    fail_fast: bool = attrs.field(default=False, validator=_flag)
+    keep_all: bool = attrs.field(default=False, validator=_flag)
+    keep_failures: bool | None = attrs.field(default=None, validator=_optional_flag)
+    retry: RetryPolicy | None = attrs.field(default=None, validator=_instance_of(RetryPolicy))
+    retry_budget: RetryBudget | None = attrs.field(
+        default=None, validator=_instance_of(RetryBudget)
+    )
+    timeout: Timeouts | float | _Unset | None = attrs.field(default=UNSET, validator=_check_timeout)
+    on_progress: Callable[[Progress], object] | None = attrs.field(
+        default=None, eq=False, validator=_check_callable
+    )
+    journal: str | os.PathLike[str] | None = attrs.field(default=None, validator=_check_journal)
+    retry_unknown: bool = attrs.field(default=False, validator=_flag)
+    dry_run: bool = attrs.field(default=False, validator=_flag)
 
     @classmethod
     def build(cls, options: BulkOptions | None, overrides: BulkOptionsDict) -> BulkOptions:

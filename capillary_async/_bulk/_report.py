@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any
 
-from .._exceptions import MAX_QUOTED, excerpt
+from .._exceptions import MAX_QUOTED, JournalIOError, excerpt
 from ._outcomes import ItemOutcome, OutcomeStatus
 
 __all__ = ["MAX_ANOMALIES", "BulkReport", "csv_cell", "failure_columns", "write_csv"]
@@ -162,8 +162,14 @@ class BulkReport:
         """What the writers write: from the journal when there is one (the whole input)."""
         if self.keep_all:
             return (self._row(o) | {"item": self._wire(o.item)} for o in self.outcomes())
-        if self._journal_rows is not None and self.journal_error is None:
-            return self._journal_rows()
+        if self._journal_rows is not None:
+            if self.journal_complete:  # even after a failure, if the last write made it
+                return self._journal_rows()
+            if not self.keep_failures:
+                raise JournalIOError(
+                    f"the rows cannot be listed: the journal {self.journal} does not hold "
+                    "every outcome of this run, and the report kept none in memory"
+                )
         return (self._row(o) | {"item": self._wire(o.item)} for o in self.failures())
 
     def to_json(self, path: str | Path) -> None:
