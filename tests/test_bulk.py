@@ -871,3 +871,28 @@ async def test_bulk_options_refuse_bad_values_naming_the_option_before_anything_
         with pytest.raises(error, match=option):
             await client.points.bulk_update_expiry([update(1)], **{option: value})
     assert server.requests == []
+
+
+async def test_nan_and_infinity_are_refused_and_never_reach_a_report_as_bare_tokens(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    source = tmp_path / "rows.jsonl"
+    source.write_text(
+        json.dumps(wire(1)) + "\n" + '{"programId": NaN}\n' + '{"programId": -Infinity}\n'
+    )
+    async with client_for(Server(), clock) as client:
+        from_file = await client.points.bulk_update_expiry(InputFile(source), keep_all=True)
+        from_list = await client.points.bulk_update_expiry(
+            [{**wire(2), "programId": float("nan")}], keep_all=True
+        )
+    messages = [o.error_message for o in from_file.outcomes() if not o.ok]
+    assert messages == [
+        "line 2: not valid JSON (NaN is not a JSON value)",
+        "line 3: not valid JSON (-Infinity is not a JSON value)",
+    ]
+    assert from_list.invalid == 1
+    for report in (from_file, from_list):
+        out = tmp_path / "report.json"
+        report.to_json(out)
+        strict = json.loads(out.read_text(), parse_constant=pytest.fail)
+        assert strict["total"] == report.total

@@ -185,12 +185,17 @@ def _deeper_than(value: Any, limit: int) -> bool:
 _TOO_DEEP = f"nested more than {MAX_DEPTH} levels deep"
 
 
+def _not_json(name: str) -> Any:
+    """NaN and Infinity: Python's parser takes them, JSON (and Capillary) does not."""
+    raise ValueError(f"{name} is not a JSON value")
+
+
 def _json_row(index: int, line: int, text: str) -> InputRow:
     problem = _not_utf8(text)
     if problem is not None:
         return InputRow(index, line, error=f"line {line}: {problem}")
     try:
-        data = json.loads(text)
+        data = json.loads(text, parse_constant=_not_json)
     except RecursionError:  # the C parser recurses once per level: "[" x 100,000
         return InputRow(index, line, error=f"line {line}: not valid JSON ({_TOO_DEEP})")
     except ValueError as exc:

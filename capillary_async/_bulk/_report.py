@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -182,12 +183,22 @@ class BulkReport:
             self.write_json(out)
 
     def write_json(self, out: IO[str]) -> None:
-        """``to_json`` to an open text stream (a pipe, standard output)."""
-        head = json.dumps(self.summary(), indent=2)
+        """``to_json`` to an open text stream (a pipe, standard output).
+
+        When the outcomes cannot be listed (a journal left incomplete by a full
+        disk, and none kept in memory), the summary is written with an empty
+        ``outcomes`` and ``outcomes_missing`` saying why.
+        """
+        summary = self.summary()
+        try:
+            rows: Iterable[dict[str, Any]] = self._rows()
+        except JournalIOError as exc:
+            rows, summary = (), {**summary, "outcomes_missing": str(exc)}
+        head = json.dumps(summary, indent=2)
         out.write(head[:-2] + ',\n  "outcomes": [')
-        for n, row in enumerate(self._rows()):
+        for n, row in enumerate(rows):
             out.write(("," if n else "") + "\n    ")
-            out.write(json.dumps(row))
+            out.write(_json(row))
         out.write("\n  ]\n}\n")
 
     def to_csv(self, path: str | Path) -> None:
@@ -238,3 +249,21 @@ def write_csv(out: IO[str], columns: Sequence[str], rows: Iterable[Mapping[str, 
     writer.writerow(columns)
     for row in rows:
         writer.writerow([csv_cell(row.get(column)) for column in columns])
+
+
+def _json(row: dict[str, Any]) -> str:
+    """A row as strict JSON: a float JSON cannot hold (NaN, Infinity) is written as text."""
+    try:
+        return json.dumps(row, allow_nan=False)
+    except ValueError:
+        return json.dumps(_finite(row), allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
