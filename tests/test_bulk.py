@@ -896,3 +896,26 @@ async def test_nan_and_infinity_are_refused_and_never_reach_a_report_as_bare_tok
         report.to_json(out)
         strict = json.loads(out.read_text(), parse_constant=pytest.fail)
         assert strict["total"] == report.total
+
+
+async def test_a_dry_run_reads_a_journal_without_writing_a_byte_of_it(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    journal = tmp_path / "job.db"
+    items = [update(n) for n in range(1, 9)]
+    server = Server(fail={2: 3034})
+    async with client_for(server, clock) as client:
+        await client.points.bulk_update_expiry(items[:4], journal=journal)
+
+        def state() -> dict[str, tuple[int, int]]:
+            return {
+                p.name: (p.stat().st_size, p.stat().st_mtime_ns)
+                for p in tmp_path.iterdir()
+                if p.name.startswith("job.db")
+            }
+
+        before = state()
+        report = await client.points.bulk_update_expiry(items, journal=journal, dry_run=True)
+        assert state() == before
+    assert (report.resumed, report.not_attempted, report.requests) == (4, 4, 0)
+    assert len(server.requests) == 1

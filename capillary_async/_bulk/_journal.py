@@ -165,11 +165,18 @@ class Journal:
         self._limiter = anyio.CapacityLimiter(1)
 
     @classmethod
-    async def open(cls, path: str | Path, fingerprint: str, *, name: str | None = None) -> Journal:
-        """Open or create; refuses anything that is not this job's journal, changing nothing."""
+    async def open(
+        cls, path: str | Path, fingerprint: str, *, name: str | None = None, read_only: bool = False
+    ) -> Journal:
+        """Open or create; refuses anything that is not this job's journal, changing nothing.
+
+        ``read_only`` (a dry run) opens an existing journal without writing to it at all.
+        """
         journal_path = Path(path)
         name = name or f"journal {shown(journal_path)}"
-        connection = await anyio.to_thread.run_sync(_connect, journal_path, fingerprint, name)
+        connection = await anyio.to_thread.run_sync(
+            _connect, journal_path, fingerprint, name, read_only
+        )
         return cls(journal_path, connection, name)
 
     async def _run(self, call: Callable[..., T], *args: Any, doing: str = "written") -> T:
@@ -384,7 +391,7 @@ _ENVIRONMENT_CODES = frozenset(
 )
 
 
-def _connect(path: Path, stamp: str, name: str) -> sqlite3.Connection:
+def _connect(path: Path, stamp: str, name: str, read_only: bool = False) -> sqlite3.Connection:
     """The journal at ``path``, made or upgraded; ``JournalError`` for anything else there."""
     if path.is_dir():
         raise JournalError(f"{name} is a directory; give the path of a journal file")
@@ -397,13 +404,21 @@ def _connect(path: Path, stamp: str, name: str) -> sqlite3.Connection:
         if head and head != _SQLITE_MAGIC:
             raise JournalError(f"{name} is not a journal (not an SQLite database); left as it is")
     try:
-        db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        if read_only:
+            # Locked, so nobody writes it: read as immutable (no -wal / -shm made),
+            # unless a crashed run left committed rows in its -wal, which must be read.
+            wal = path.with_name(path.name + "-wal")
+            pending_wal = wal.exists() and wal.stat().st_size > 0
+            uri = path.resolve().as_uri() + ("?mode=ro" if pending_wal else "?immutable=1")
+            db = sqlite3.connect(uri, uri=True, check_same_thread=False, isolation_level=None)
+        else:
+            db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     except sqlite3.Error:
         raise JournalError(
             f"{name} cannot be opened (does its directory exist, and may it be written?)"
         ) from None
     try:
-        _adopt(db, name, stamp)
+        _adopt(db, name, stamp, read_only)
     except sqlite3.DatabaseError as exc:
         db.close()
         if sqlite_code(exc) in _ENVIRONMENT_CODES:
@@ -417,7 +432,7 @@ def _connect(path: Path, stamp: str, name: str) -> sqlite3.Connection:
     return db
 
 
-def _adopt(db: sqlite3.Connection, name: str, stamp: str) -> None:
+def _adopt(db: sqlite3.Connection, name: str, stamp: str, read_only: bool = False) -> None:
     """Check what is in the database before changing anything, then make it this job's."""
     if db.execute("PRAGMA quick_check").fetchone() != ("ok",):
         raise JournalError(f"{name} is damaged (SQLite's check failed); left as it is")
@@ -451,6 +466,13 @@ def _adopt(db: sqlite3.Connection, name: str, stamp: str) -> None:
                 "To resume, restore the original file; to send corrected rows, put only those "
                 "rows in a new file, with a new journal"
             )
+        if read_only:
+            if not {"settled", "refs"} <= columns:
+                raise JournalError(
+                    f"{name} was made by an earlier version; a dry run does not upgrade it "
+                    "(run once without a dry run, or use a copy)"
+                )
+            return
         db.execute("PRAGMA journal_mode=WAL")
         for column in ("settled", "refs"):
             if column not in columns:  # a journal of format 1

@@ -410,7 +410,7 @@ async def _open_journal(
     """The locked journal, opened; None for a dry run before any journal exists."""
     if dry_run and _no_journal_yet(lock.path):
         return None  # the lock may have made an empty file: it removes it on release
-    journal = await Journal.open(lock.path, stamp, name=lock.name)
+    journal = await Journal.open(lock.path, stamp, name=lock.name, read_only=dry_run)
     lock.opened = True  # SQLite has it now: the lock never removes it
     if not lock.holds(path):
         await journal.close()
