@@ -449,9 +449,12 @@ class CapillaryClient:
         )
         if debug:
             logger.debug("%s %s response body: %s", call.method, call.path, _text(content))
+        body = _decode(content)
+        if not call.sensitive and b"\\u" in content:  # text spelled in escapes: redact it decoded
+            body = _secrets.redact_value(body)
         return Reply(
             status=response.status,
-            body=_decode(content),
+            body=body,
             request_id=request_id,
             headers=response.headers,
         )

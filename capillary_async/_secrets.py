@@ -21,8 +21,9 @@ import threading
 import weakref
 from collections import Counter, deque
 from collections.abc import Callable
+from typing import Any
 
-__all__ = ["REDACTED", "hold", "holds_secret", "longest", "redact", "redact_bytes"]
+__all__ = ["REDACTED", "hold", "holds_secret", "longest", "redact", "redact_bytes", "redact_value"]
 
 REDACTED = "<redacted>"
 #: Whole values shorter than this are too common in ordinary text to be told apart.
@@ -134,3 +135,19 @@ def redact_bytes(content: bytes) -> bytes:
     if not any(fragment in lowered for fragment in fragments):
         return content
     return pattern.sub(REDACTED.encode(), content)
+
+
+def redact_value(value: Any) -> Any:
+    """Decoded JSON with every registered secret replaced in its texts (keys included).
+
+    For bodies that spell text with ``\\u`` escapes, which ``redact_bytes`` cannot see.
+    """
+    if _registry.pattern is None:
+        return value
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list):
+        return [redact_value(item) for item in value]
+    if isinstance(value, dict):
+        return {redact(k) if isinstance(k, str) else k: redact_value(v) for k, v in value.items()}
+    return value

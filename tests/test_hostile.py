@@ -1109,3 +1109,30 @@ async def test_a_consumer_can_stop_a_stream_gracefully() -> None:
     assert sorted(o.index for o in seen) == list(range(len(seen)))
     assert len(sent) <= requests_at_stop + 2  # only what was in flight
     assert {o.status for o in seen[30:]} <= {OutcomeStatus.SUCCEEDED, OutcomeStatus.NOT_ATTEMPTED}
+
+
+@pytest.mark.parametrize("spelled", ["md5", "header"])  # the password itself never leaves
+async def test_a_credential_echoed_in_json_escapes_is_redacted_in_the_decoded_body(
+    spelled: str,
+) -> None:
+    """``\\u0053...`` hides a secret from a byte search; the decoded body is searched too."""
+    password = "Sup3r-S3cret-pw!"
+    auth = BasicAuth("till.user", password)
+    secret = {"md5": hashlib.md5(password.encode()).hexdigest(), "header": ""}[spelled]
+
+    headers: list[str] = []
+
+    def handler(request: Request) -> Response:
+        headers.append(request.headers["Authorization"])
+        echoed = secret or headers[-1]
+        escaped = "".join(f"\\u{ord(ch):04x}" for ch in echoed)
+        body = '{"errors": [{"code": 8015, "message": "you sent ' + escaped + '"}]}'
+        return Response(status=400, headers={}, content=body.encode())
+
+    async with client_with(handler, auth=auth) as client:
+        with pytest.raises(BadRequestError) as info:
+            await client.points.update_expiry([item(1)])
+    echoed = secret or headers[0]
+    seen = json.dumps(info.value.body) + str(info.value) + repr(info.value.__dict__)
+    assert echoed.lower() not in seen.lower()
+    assert "<redacted>" in json.dumps(info.value.body)
