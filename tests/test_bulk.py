@@ -919,3 +919,19 @@ async def test_a_dry_run_reads_a_journal_without_writing_a_byte_of_it(
         assert state() == before
     assert (report.resumed, report.not_attempted, report.requests) == (4, 4, 0)
     assert len(server.requests) == 1
+
+
+async def test_a_server_inventing_a_code_per_item_keeps_failures_by_code_bounded(
+    clock: FakeClock,
+) -> None:
+    from capillary_async._bulk._report import MAX_CODES
+
+    server = Server(fail={n: 10_000 + n for n in range(1, MAX_CODES + 51)})
+    async with client_for(server, clock) as client:
+        report = await client.points.bulk_update_expiry(
+            [update(n) for n in range(1, MAX_CODES + 51)], keep_failures=False
+        )
+    codes = report.failures_by_code
+    assert len(codes) == MAX_CODES + 1
+    assert codes["other"] == 50
+    assert sum(codes.values()) == report.failed == MAX_CODES + 50

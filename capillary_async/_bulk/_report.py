@@ -17,6 +17,8 @@ __all__ = ["MAX_ANOMALIES", "BulkReport", "csv_cell", "failure_columns", "write_
 
 #: How many anomalies a report keeps as text (all are counted).
 MAX_ANOMALIES = 20
+#: How many distinct error codes ``failures_by_code`` names; the rest count as "other".
+MAX_CODES = 1000
 
 
 class BulkReport:
@@ -101,7 +103,10 @@ class BulkReport:
                 label: int | str = (
                     outcome.error_code if outcome.error_code is not None else status.value
                 )
-                self.failures_by_code[label] += 1
+                codes = self.failures_by_code
+                if label not in codes and len(codes) >= MAX_CODES:
+                    label = "other"  # a server inventing a code per item: counted, bounded
+                codes[label] += 1
             if self.keep_failures and not (self.dry_run and status is OutcomeStatus.NOT_ATTEMPTED):
                 self._failures.append(outcome)  # (a dry run's valid items are not failures)
         if self.keep_all:
