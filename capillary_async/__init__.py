@@ -55,6 +55,7 @@ from ._exceptions import (
     ValidationError,
     excerpt,
 )
+from ._limiter import Limiter, LocalLimiter
 from ._models import (
     CustomField,
     Entity,
@@ -114,6 +115,8 @@ __all__ = [
     "JournalError",
     "JournalIOError",
     "JournalMismatchError",
+    "Limiter",
+    "LocalLimiter",
     "MockTransport",
     "NotFoundError",
     "OAuthCredentials",

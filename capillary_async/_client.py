@@ -8,10 +8,7 @@ in exactly one of those.
 from __future__ import annotations
 
 import asyncio
-import json as jsonlib
 import logging
-import platform
-import re
 import time
 from collections.abc import Awaitable, Mapping
 from types import TracebackType
@@ -43,11 +40,12 @@ from ._exceptions import (
     excerpt,
     is_ambiguous,
 )
+from ._limiter import Limiter, LocalLimiter
 from ._resources import PointsResource
 from ._retry import Action, decide
 from ._transport import AiohttpTransport, AsyncTransport, Request
 from ._types import UNSET, AcceptFn, Reply, _Unset
-from ._version import __version__
+from ._wire import checked_headers, decode, encode, has_errors, text, user_agent
 
 __all__ = ["CapillaryClient", "logger"]
 
@@ -55,51 +53,6 @@ logger = logging.getLogger("capillary_async")
 logger.addHandler(logging.NullHandler())
 
 _REQUEST_ID_HEADERS = ("x-cap-request-id", "x-cap-requestid")
-
-
-def _has_errors(body: Any) -> bool:
-    return isinstance(body, Mapping) and bool(body.get("errors"))
-
-
-#: Most JSON values an answer may hold: each costs 50-100 bytes once parsed, so a
-#: 16 MiB body of ``{},{},...`` would take gigabytes. A real answer of 100 items
-#: holds about a thousand.
-MAX_JSON_VALUES = 500_000
-
-
-def _decode(content: bytes) -> Any:
-    """JSON if the body is JSON a program can hold, else its text (which callers treat as odd)."""
-    if not content:
-        return None
-    if len(content) > MAX_JSON_VALUES and (
-        content.count(b",") + content.count(b"{") + content.count(b"[") > MAX_JSON_VALUES
-    ):
-        return content.decode("utf-8", "replace")
-    try:
-        return jsonlib.loads(content)
-    except RecursionError:  # nested deeper than Python's stack: not an answer we can use
-        pass
-    except ValueError:
-        try:  # an integer past Python's digit limit: keep it as its digits
-            return jsonlib.loads(content, parse_int=_safe_int)
-        except (ValueError, RecursionError):
-            pass
-    return content.decode("utf-8", "replace")
-
-
-def _safe_int(digits: str) -> int | str:
-    return int(digits) if len(digits) <= 4000 else digits
-
-
-def _encode(value: Any) -> bytes:
-    return jsonlib.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-
-
-def _user_agent() -> str:
-    return (
-        f"capillary-async/{__version__} (python {platform.python_version()}; "
-        f"aiohttp {aiohttp.__version__})"
-    )
 
 
 class CapillaryClient:
@@ -114,6 +67,11 @@ class CapillaryClient:
     to every request (attribution headers, for example). A response body larger
     than ``max_response_bytes`` (16 MiB by default; ``None`` for no limit) is
     not read: the call raises ``ResponseTooLargeError``.
+
+    One limiter paces every request the client sends (single calls first, then
+    bulk work): ``rate_limit`` (requests per second) makes an in-process one;
+    ``limiter`` takes any ``Limiter``, such as a ``RedisLimiter`` shared by a
+    fleet. Either way a 429 or a ``Retry-After`` pauses every request.
     """
 
     def __init__(
@@ -130,6 +88,8 @@ class CapillaryClient:
         transport: AsyncTransport | None = None,
         clock: Clock | None = None,
         max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES,
+        rate_limit: float | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         if not callable(getattr(auth, "create_flow", None)):
             raise TypeError("auth: expected BasicAuth, OAuthCredentials or BearerToken")
@@ -146,6 +106,15 @@ class CapillaryClient:
             raise ValueError("max_response_bytes: must be a positive number of bytes, or None")
         self.max_response_bytes = max_response_bytes
         self.clock: Clock = clock if clock is not None else SystemClock()
+        if limiter is not None and rate_limit is not None:
+            raise ValueError("pass rate_limit or limiter, not both (a limiter has its own rate)")
+        if limiter is not None and not isinstance(limiter, Limiter):
+            raise TypeError("limiter: expected an object with acquire, throttled and aclose")
+        #: Paces every request of this client: single calls, bulk jobs, ``request()``.
+        self.limiter: Limiter = (
+            limiter if limiter is not None else LocalLimiter(rate_limit, clock=self.clock)
+        )
+        self._owns_limiter = limiter is None
         self._transport: AsyncTransport = (
             transport
             if transport is not None
@@ -153,8 +122,8 @@ class CapillaryClient:
         )
         self._headers = {
             "Accept": "application/json",
-            "User-Agent": _user_agent(),
-            **_checked_headers(headers or {}),
+            "User-Agent": user_agent(),
+            **checked_headers(headers or {}),
         }
         self._flow: AuthFlow | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -190,7 +159,11 @@ class CapillaryClient:
         if self._closed:
             return
         self._closed = True
-        await self._transport.aclose()
+        try:
+            await self._transport.aclose()
+        finally:
+            if self._owns_limiter:
+                await self.limiter.aclose()
 
     def _check_open(self) -> None:
         if self._closed:
@@ -276,6 +249,8 @@ class CapillaryClient:
             decision = decide(
                 error, attempt, idempotent=idempotent, policy=policy, applied_before=applied_before
             )
+            if decision.pause:  # a 429 or Retry-After: every request of the client waits
+                await self.limiter.throttled(decision.delay, slow_down=decision.slow_down)
             if decision.action is not Action.RETRY:
                 break
             applied_before = decision.maybe_applied
@@ -323,7 +298,7 @@ class CapillaryClient:
             method=method,
             path=path,
             url=self.base_url + path + (f"?{urlencode(params)}" if params else ""),
-            content=None if json is None else _encode(json),
+            content=None if json is None else encode(json),
             headers=headers or {},
             timeout=self.timeout if isinstance(timeout, _Unset) else Timeouts.coerce(timeout),
             sensitive=False,
@@ -336,11 +311,16 @@ class CapillaryClient:
         *,
         accept: AcceptFn | None = None,
         authenticate: bool = True,
+        priority: bool = True,
     ) -> Reply | CapillaryError:
         """One attempt: the answer the caller wants, or the error it failed with (returned).
 
-        The bulk engine calls this directly: it applies ``decide`` per chunk itself.
+        It waits for a slot of the client's limiter first (``priority``: a single
+        call, ahead of bulk work). The bulk engine calls this directly: it
+        applies ``decide`` per chunk itself.
         """
+        if authenticate:  # (a token request is not an API call: not paced)
+            await self.limiter.acquire(priority=priority)
         try:
             reply = await self._send_authenticated(call, attempt, authenticate=authenticate)
         except TransportError as exc:
@@ -348,7 +328,7 @@ class CapillaryClient:
         if reply.status not in RETRY_STATUSES:
             if accept is not None and accept(reply.status, reply.body):
                 return reply
-            if 200 <= reply.status < 300 and not _has_errors(reply.body):
+            if 200 <= reply.status < 300 and not has_errors(reply.body):
                 return reply
         return self._error(reply, call)
 
@@ -415,7 +395,7 @@ class CapillaryClient:
         )
         debug = not call.sensitive and logger.isEnabledFor(logging.DEBUG)
         if debug and call.content is not None:
-            logger.debug("%s %s request body: %s", call.method, call.path, _text(call.content))
+            logger.debug("%s %s request body: %s", call.method, call.path, text(call.content))
         started = time.perf_counter()
         try:
             response = await self._transport.send(request)
@@ -448,8 +428,8 @@ class CapillaryClient:
             request_id,
         )
         if debug:
-            logger.debug("%s %s response body: %s", call.method, call.path, _text(content))
-        body = _decode(content)
+            logger.debug("%s %s response body: %s", call.method, call.path, text(content))
+        body = decode(content)
         if not call.sensitive and b"\\u" in content:  # text spelled in escapes: redact it decoded
             body = _secrets.redact_value(body)
         return Reply(
@@ -480,24 +460,3 @@ async def _before_send(headers: Awaitable[dict[str, str]]) -> dict[str, str]:
     except CapillaryError as exc:
         exc.before_send = True
         raise
-
-
-def _text(content: bytes) -> str:
-    return excerpt(content.decode("utf-8", "replace"), 64 * 1024)
-
-
-def _checked_headers(headers: Mapping[str, str]) -> dict[str, str]:
-    """Extra headers as given, refused now if HTTP could not carry them (no value echoed)."""
-    for name, value in headers.items():
-        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
-            raise ValueError("headers: a header name is empty or not a valid HTTP token")
-        if not isinstance(value, str) or not _HEADER_VALUE.fullmatch(value):
-            raise ValueError(
-                f"headers: the value of {name} holds control characters or non-ASCII text, "
-                "which HTTP headers cannot carry"
-            )
-    return dict(headers)
-
-
-_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
-_HEADER_VALUE = re.compile(r"[\x20-\x7e]*")

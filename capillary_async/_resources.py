@@ -184,6 +184,7 @@ class PointsResource:
             retry=resolved.retry if resolved.retry is not None else client.retry,
             keep_failures=keep_failures,
             target=client.base_url,
+            limiter=client.limiter,
         )
 
 

@@ -30,6 +30,7 @@ from anyio.streams.memory import MemoryObjectSendStream
 
 from .._config import Clock, RetryPolicy
 from .._exceptions import CapillaryError, ValidationError, excerpt
+from .._limiter import Limiter, LocalLimiter
 from .._retry import maybe_applied
 from ._chunker import Chunker
 from ._files import InputRow
@@ -87,6 +88,7 @@ class Job(Recovery, Generic[ItemT, ResultT]):
         retry: RetryPolicy,
         keep_failures: bool,
         hooks: JobHooks | None = None,
+        limiter: Limiter | None = None,
     ) -> None:
         chunk_size = options.chunk_size
         if spec.max_chunk_size is not None:
@@ -97,6 +99,8 @@ class Job(Recovery, Generic[ItemT, ResultT]):
         self.clock = clock
         self.retry = retry
         self.hooks = hooks
+        #: The client's limiter, told of every 429 and Retry-After.
+        self.limiter: Limiter = limiter if limiter is not None else LocalLimiter(clock=clock)
         self.chunker: Chunker[ItemT] = Chunker(chunk_size, spec.key)
         self.pacer = Pacer(clock, options.concurrency, options.rate_limit)
         self.budget = Budget(options.retry_budget or RetryBudget())

@@ -1,4 +1,4 @@
-"""The pace of a bulk job: a token-bucket rate, a shared 429 pause, AIMD, and the retry budget.
+"""The pace of a bulk job inside its client's limiter: AIMD concurrency, a rate, the retry budget.
 
 Everything here is about *when* a request may go, never about what it holds.
 """
@@ -58,7 +58,12 @@ class Budget:
 
 
 class Pacer:
-    """Shared pace of a job's workers: a 429 pause, AIMD concurrency and rate."""
+    """A job's own pace, inside the client's: AIMD concurrency and an optional narrower rate.
+
+    The client's limiter pauses every request after a 429 or ``Retry-After``;
+    a job also halves its concurrency (and its own rate) on a 429, and grows
+    them back by a step per window of successes.
+    """
 
     def __init__(self, clock: Clock, concurrency: int, rate_limit: float | None) -> None:
         self.clock = clock
@@ -68,14 +73,11 @@ class Pacer:
         self.rate = rate_limit
         self.tokens = 1.0
         self.stamp = clock.monotonic()
-        self.pause_until = 0.0
         self.lock = anyio.Lock()
         self.successes = 0
 
     async def wait_turn(self) -> None:
-        """Wait out a 429 pause, then for a token of the rate limit."""
-        while (wait := self.pause_until - self.clock.monotonic()) > 0:
-            await self.clock.sleep(wait)
+        """Wait for a token of the job's own rate limit, if it has one."""
         if self.rate is None:
             return
         async with self.lock:
@@ -88,13 +90,8 @@ class Pacer:
                     return
                 await self.clock.sleep((1.0 - self.tokens) / self.rate)
 
-    def pause(self, seconds: float) -> None:
-        """Every worker waits ``seconds`` (a ``Retry-After``) before its next request."""
-        self.pause_until = max(self.pause_until, self.clock.monotonic() + seconds)
-
-    def slow_down(self, pause: float) -> None:
-        """A 429: every worker waits ``pause``; concurrency and rate halve."""
-        self.pause(pause)
+    def slow_down(self) -> None:
+        """A 429: concurrency and the job's rate halve."""
         self.limiter.total_tokens = max(1, int(self.limiter.total_tokens) // 2)
         if self.rate is not None and self.max_rate is not None:
             self.rate = max(self.max_rate / 64, self.rate / 2)

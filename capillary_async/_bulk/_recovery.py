@@ -16,6 +16,7 @@ import anyio.abc
 
 from .._config import Clock, RetryPolicy
 from .._exceptions import CapillaryError
+from .._limiter import Limiter
 from .._retry import Action, Decision, decide
 from ._chunker import Chunker
 from ._flow import Chunk, Signal
@@ -44,6 +45,7 @@ class Recovery:
     retry: RetryPolicy
     chunker: Chunker[Any]
     pacer: Pacer
+    limiter: Limiter
     budget: Budget
     _ready: deque[Chunk]
     _unfinished: int
@@ -102,10 +104,10 @@ class Recovery:
                 return
         decision = self._decide(chunk, error, idempotent=True)
         chunk.maybe_applied = decision.maybe_applied
+        if decision.pause:  # a 429, or a 503 that says how long: every request waits
+            await self.limiter.throttled(decision.delay, slow_down=decision.slow_down)
         if decision.slow_down:
-            self.pacer.slow_down(decision.delay)
-        elif decision.pause:  # a 503 that says how long: everyone waits
-            self.pacer.pause(decision.delay)
+            self.pacer.slow_down()
         if getattr(error, "status", None) == 413:
             # Half the refused chunk: halves of one refusal do not shrink it twice.
             size = max(1, min(self.chunk_size, len(chunk.items) // 2))

@@ -82,7 +82,7 @@ async def _attempt(  # noqa: PLR0917 - one request, spelled out
 ) -> Reply:
     """One request, one attempt; its failure raised as it is."""
     outcome = await client._attempt(
-        client._call(method, path, json=body, timeout=timeout), 1, accept=accept
+        client._call(method, path, json=body, timeout=timeout), 1, accept=accept, priority=False
     )
     if isinstance(outcome, CapillaryError):
         raise outcome

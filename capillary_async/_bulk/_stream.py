@@ -12,6 +12,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from .._config import Clock, RetryPolicy
 from .._exceptions import JournalMismatchError
+from .._limiter import Limiter
 from ._job import Job
 from ._options import BulkOptions
 from ._outcomes import ItemOutcome, Progress
@@ -104,6 +105,7 @@ async def open_job(
     retry: RetryPolicy,
     keep_failures: bool,
     target: str,
+    limiter: Limiter | None = None,
 ) -> AsyncIterator[OutcomeStream]:
     """Run a job in a task group for as long as the caller's ``async with`` block.
 
@@ -124,6 +126,7 @@ async def open_job(
             clock=clock,
             retry=retry,
             keep_failures=keep_failures,
+            limiter=limiter,
             hooks=resumer,
         )
         send, receive = anyio.create_memory_object_stream[ItemOutcome](job.chunk_size)

@@ -1,0 +1,205 @@
+"""One pace per client: every request waits for a slot of one limiter, single calls first.
+
+A ``Limiter`` has two halves. The *pace* says how long until the next slot
+(``Pace.reserve``): a GCRA over the client's rate, a cooldown after a 429 or
+a ``Retry-After``, and in adaptive mode a rate that halves on a 429 and grows
+back with time. ``LocalPace`` keeps that in this process; the Redis pace
+(``capillary_async.redis``) keeps it in Redis, shared by a fleet. The
+*dispatcher* in front of it holds at most one reservation at a time and, when
+the slot comes, gives it to a waiting single call before any bulk request:
+a person waiting on a web request never queues behind a background job.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from typing import Protocol, runtime_checkable
+
+import anyio
+
+from ._config import Clock
+
+__all__ = ["Dispatcher", "Limiter", "LocalLimiter", "LocalPace", "Pace", "adaptive_rate"]
+
+#: How far an adaptive rate may fall below its ceiling on repeated 429s.
+MIN_SHARE = 1 / 64
+#: How fast an adaptive rate grows back, in shares of its ceiling per second.
+RECOVERY_PER_SECOND = 0.1
+#: The pause after a 429 that says nothing of how long (no ``Retry-After``).
+DEFAULT_COOLDOWN = 1.0
+
+
+@runtime_checkable
+class Limiter(Protocol):
+    """What paces every request of a client; pass one as ``CapillaryClient(limiter=...)``.
+
+    ``acquire`` waits until one more request may go (``priority``: a single call,
+    served before bulk work). ``throttled`` tells the limiter the server pushed
+    back: every request waits ``seconds``, and with ``slow_down`` (a 429) an
+    adaptive limiter lowers its rate. ``aclose`` releases what it holds.
+    """
+
+    async def acquire(self, *, priority: bool = False) -> None: ...
+
+    async def throttled(self, seconds: float | None, *, slow_down: bool) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+class Pace(Protocol):
+    """The shared half of a limiter: seconds until the next request may go, slot taken."""
+
+    async def reserve(self) -> float: ...
+
+    async def throttled(self, seconds: float | None, *, slow_down: bool) -> None: ...
+
+
+def adaptive_rate(ceiling: float, base: float, since: float) -> float:
+    """The rate ``since`` seconds after it fell to ``base``: it grows back to ``ceiling``."""
+    return min(ceiling, base + since * ceiling * RECOVERY_PER_SECOND)
+
+
+class LocalPace:
+    """The pace kept in this process (GCRA: the next slot's time, one interval apart)."""
+
+    def __init__(self, clock: Clock, rate_limit: float | None, *, adaptive: bool = False) -> None:
+        if rate_limit is not None and not (0 < rate_limit < math.inf):
+            raise ValueError("rate_limit: must be a positive number of requests per second")
+        if adaptive and rate_limit is None:
+            raise ValueError("adaptive: needs a rate_limit to adapt")
+        self.clock = clock
+        self.ceiling = rate_limit
+        self.adaptive = adaptive
+        self._base = rate_limit
+        self._base_at = clock.monotonic()
+        self._next = 0.0  # the theoretical arrival time of the next request
+        self._cool_until = 0.0
+
+    @property
+    def rate(self) -> float | None:
+        """The rate now (below the ceiling while an adaptive pace recovers)."""
+        if self.ceiling is None or self._base is None or not self.adaptive:
+            return self.ceiling
+        return adaptive_rate(self.ceiling, self._base, self.clock.monotonic() - self._base_at)
+
+    async def reserve(self) -> float:
+        now = self.clock.monotonic()
+        start = max(now, self._cool_until)
+        rate = self.rate
+        if rate is None:
+            return start - now
+        slot = max(start, self._next)
+        self._next = slot + 1.0 / rate
+        return slot - now
+
+    async def throttled(self, seconds: float | None, *, slow_down: bool) -> None:
+        now = self.clock.monotonic()
+        pause = DEFAULT_COOLDOWN if seconds is None else max(0.0, seconds)
+        self._cool_until = max(self._cool_until, now + pause)
+        if slow_down and self.adaptive and self.ceiling is not None:
+            current = self.rate or self.ceiling
+            self._base = max(self.ceiling * MIN_SHARE, current / 2)
+            self._base_at = now
+
+
+class _Waiter:
+    __slots__ = ("event", "granted")
+
+    def __init__(self) -> None:
+        self.event = anyio.Event()
+        self.granted = False
+
+
+class Dispatcher:
+    """Slots of a ``Pace`` to waiters, one reservation at a time, priority waiters first.
+
+    The first waiter drives: it reserves a slot, sleeps until it, and hands it
+    to the best waiter then (a single call if one is waiting, else the oldest
+    bulk request), which may be itself. A single call that arrives while a bulk
+    request holds a reservation takes that slot: it waits at most one interval.
+    """
+
+    def __init__(self, pace: Pace, clock: Clock) -> None:
+        self.pace = pace
+        self.clock = clock
+        self._first: deque[_Waiter] = deque()
+        self._rest: deque[_Waiter] = deque()
+        self._driving = False
+
+    async def acquire(self, *, priority: bool = False) -> None:
+        me = _Waiter()
+        (self._first if priority else self._rest).append(me)
+        try:
+            while not me.granted:
+                if self._driving:
+                    await me.event.wait()
+                    me.event = anyio.Event()
+                    continue
+                await self._drive()
+        except BaseException:
+            self._forget(me)
+            raise
+
+    async def _drive(self) -> None:
+        self._driving = True
+        try:
+            delay = await self.pace.reserve()
+            if delay > 0:
+                await self.clock.sleep(delay)
+            winner = self._first.popleft() if self._first else self._rest.popleft()
+            winner.granted = True
+            winner.event.set()
+        finally:
+            self._driving = False
+            self._wake_next()
+
+    def _wake_next(self) -> None:
+        """Let the best waiter still waiting drive the next slot."""
+        for queue in (self._first, self._rest):
+            if queue:
+                queue[0].event.set()
+                return
+
+    def _forget(self, me: _Waiter) -> None:
+        for queue in (self._first, self._rest):
+            if me in queue:
+                queue.remove(me)
+        if not self._driving:
+            self._wake_next()
+
+
+class LocalLimiter:
+    """The in-process limiter: ``CapillaryClient(rate_limit=...)`` makes one.
+
+    ``rate_limit`` is requests per second (None: no rate, only the pause after
+    a 429 or ``Retry-After``); ``adaptive=True`` halves the rate on a 429 and
+    lets it grow back by a tenth of ``rate_limit`` per second.
+    """
+
+    def __init__(
+        self, rate_limit: float | None = None, *, adaptive: bool = False, clock: Clock | None = None
+    ) -> None:
+        from ._config import SystemClock
+
+        self.clock: Clock = clock if clock is not None else SystemClock()
+        self.pace = LocalPace(self.clock, rate_limit, adaptive=adaptive)
+        self._dispatcher = Dispatcher(self.pace, self.clock)
+
+    @property
+    def rate(self) -> float | None:
+        """Requests per second now."""
+        return self.pace.rate
+
+    def __repr__(self) -> str:
+        mode = " adaptive" if self.pace.adaptive else ""
+        return f"<LocalLimiter rate_limit={self.pace.ceiling}{mode}>"
+
+    async def acquire(self, *, priority: bool = False) -> None:
+        await self._dispatcher.acquire(priority=priority)
+
+    async def throttled(self, seconds: float | None, *, slow_down: bool) -> None:
+        await self.pace.throttled(seconds, slow_down=slow_down)
+
+    async def aclose(self) -> None:
+        return None

@@ -1,0 +1,82 @@
+"""Bytes on the wire: request bodies, bounded JSON decoding of answers, checked headers."""
+
+from __future__ import annotations
+
+import json as jsonlib
+import platform
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+
+from ._exceptions import excerpt
+from ._version import __version__
+
+__all__ = ["MAX_JSON_VALUES"]
+
+
+def has_errors(body: Any) -> bool:
+    return isinstance(body, Mapping) and bool(body.get("errors"))
+
+
+#: Most JSON values an answer may hold: each costs 50-100 bytes once parsed, so a
+#: 16 MiB body of ``{},{},...`` would take gigabytes. A real answer of 100 items
+#: holds about a thousand.
+MAX_JSON_VALUES = 500_000
+
+
+def decode(content: bytes) -> Any:
+    """JSON if the body is JSON a program can hold, else its text (which callers treat as odd)."""
+    if not content:
+        return None
+    if len(content) > MAX_JSON_VALUES and (
+        content.count(b",") + content.count(b"{") + content.count(b"[") > MAX_JSON_VALUES
+    ):
+        return content.decode("utf-8", "replace")
+    try:
+        return jsonlib.loads(content)
+    except RecursionError:  # nested deeper than Python's stack: not an answer we can use
+        pass
+    except ValueError:
+        try:  # an integer past Python's digit limit: keep it as its digits
+            return jsonlib.loads(content, parse_int=_safe_int)
+        except (ValueError, RecursionError):
+            pass
+    return content.decode("utf-8", "replace")
+
+
+def _safe_int(digits: str) -> int | str:
+    return int(digits) if len(digits) <= 4000 else digits
+
+
+def encode(value: Any) -> bytes:
+    return jsonlib.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def user_agent() -> str:
+    return (
+        f"capillary-async/{__version__} (python {platform.python_version()}; "
+        f"aiohttp {aiohttp.__version__})"
+    )
+
+
+def text(content: bytes) -> str:
+    return excerpt(content.decode("utf-8", "replace"), 64 * 1024)
+
+
+def checked_headers(headers: Mapping[str, str]) -> dict[str, str]:
+    """Extra headers as given, refused now if HTTP could not carry them (no value echoed)."""
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            raise ValueError("headers: a header name is empty or not a valid HTTP token")
+        if not isinstance(value, str) or not _HEADER_VALUE.fullmatch(value):
+            raise ValueError(
+                f"headers: the value of {name} holds control characters or non-ASCII text, "
+                "which HTTP headers cannot carry"
+            )
+    return dict(headers)
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_HEADER_VALUE = re.compile(r"[\x20-\x7e]*")
