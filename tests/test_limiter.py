@@ -1,0 +1,159 @@
+"""The client's one pace: GCRA, the cooldown every request waits out, adaptive rate, priority."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import anyio
+import pytest
+
+from capillary_async import (
+    BasicAuth,
+    CapillaryClient,
+    Limiter,
+    LocalLimiter,
+    MockTransport,
+    Request,
+    Response,
+    RetryPolicy,
+)
+from capillary_async._limiter import MIN_SHARE, LocalPace
+
+from .conftest import FakeClock, reply
+
+
+async def test_the_pace_hands_out_slots_one_interval_apart() -> None:
+    clock = FakeClock()
+    pace = LocalPace(clock, 10.0)
+    assert [round(await pace.reserve(), 6) for _ in range(4)] == [0.0, 0.1, 0.2, 0.3]
+    clock.advance(1.0)  # idle time is not saved up: no burst after a quiet second
+    assert [round(await pace.reserve(), 6) for _ in range(2)] == [0.0, 0.1]
+
+
+async def test_a_cooldown_holds_every_slot_and_a_429_halves_an_adaptive_rate() -> None:
+    clock = FakeClock()
+    pace = LocalPace(clock, 40.0, adaptive=True)
+    await pace.throttled(2.0, slow_down=False)  # a 503 with Retry-After: a pause, same rate
+    assert await pace.reserve() == pytest.approx(2.0)
+    assert pace.rate == 40.0
+    await pace.throttled(None, slow_down=True)  # a 429 without Retry-After
+    assert pace.rate == 20.0
+    for _ in range(10):
+        await pace.throttled(0.0, slow_down=True)
+    assert pace.rate == 40.0 * MIN_SHARE  # never below 1/64 of the ceiling
+    clock.advance(5.0)  # grows back by a tenth of the ceiling per second
+    assert pace.rate == pytest.approx(40.0 * MIN_SHARE + 20.0)
+    clock.advance(60.0)
+    assert pace.rate == 40.0
+
+
+def test_a_fixed_rate_does_not_adapt_and_bad_rates_are_refused() -> None:
+    with pytest.raises(ValueError, match="rate_limit"):
+        LocalLimiter(0)
+    with pytest.raises(ValueError, match="adaptive"):
+        LocalLimiter(None, adaptive=True)
+    with pytest.raises(ValueError, match="rate_limit or limiter"):
+        CapillaryClient("https://eu.api.capillarytech.com", auth=BasicAuth("u", "p"),
+                        rate_limit=5, limiter=LocalLimiter(5))  # fmt: skip
+    with pytest.raises(TypeError, match="limiter"):
+        CapillaryClient(
+            "https://eu.api.capillarytech.com",
+            auth=BasicAuth("u", "p"),
+            limiter=object(),  # type: ignore[arg-type]
+        )
+    assert isinstance(LocalLimiter(3.0), Limiter)
+
+
+async def test_a_429_on_one_call_pauses_the_next_call_of_the_client() -> None:
+    clock = FakeClock()
+    answers = [reply(429, {"errors": [{"code": 429, "message": "slow"}]}, {"Retry-After": "7"})]
+
+    def handler(request: Request) -> Response:
+        return answers.pop(0) if answers else reply(200, {"ok": True})
+
+    async with CapillaryClient(
+        "https://eu.api.capillarytech.com",
+        auth=BasicAuth("u", "p"),
+        transport=MockTransport(handler),
+        clock=clock,
+        retry=RetryPolicy(max_attempts=1),
+    ) as client:
+        with pytest.raises(Exception, match="429"):
+            await client.request("GET", "/v2/a")
+        started = clock.now
+        assert await client.request("GET", "/v2/b") == {"ok": True}
+    assert clock.now - started == pytest.approx(7.0)  # the other call waited the Retry-After
+
+
+async def test_a_bulk_jobs_429_pauses_single_calls_too_and_rate_limit_paces_all() -> None:
+    clock = FakeClock()
+    sent: list[tuple[str, float]] = []
+
+    def handler(request: Request) -> Response:
+        sent.append((request.url.rsplit("/", 1)[-1], clock.now))
+        if len(sent) == 1:
+            return reply(429, {"errors": [{"code": 429, "message": "slow"}]}, {"Retry-After": "3"})
+        body = json.loads(request.content or b"{}")
+        items = body.get("expiryDateUpdateRequest", [])
+        logs = [
+            {"pointsExpiryUpdateLogs": {"paId": i["pointsAwardedRefId"], "paType": "POINT_AWARDED"}}
+            for i in items
+        ]
+        return reply(200, {"currencyExpiryUpdateResponse": logs} if items else {"ok": True})
+
+    item: dict[str, Any] = {
+        "identifierName": "id",
+        "identifierValue": "1",
+        "programId": 1,
+        "pointsAwardedRefId": 1,
+        "pointsAwardedRefType": "POINT_AWARDED",
+        "expiryDate": {"expiryType": "FIXED_DATE", "expiryValue": "2030-01-01"},
+    }
+    async with CapillaryClient(
+        "https://eu.api.capillarytech.com",
+        auth=BasicAuth("u", "p"),
+        transport=MockTransport(handler),
+        clock=clock,
+        rate_limit=2.0,
+    ) as client:
+        report = await client.points.bulk_update_expiry([item], chunk_size=1)
+        assert report.succeeded == 1
+        await client.request("GET", "/v2/after")
+    times = [at for _, at in sent]
+    assert times[1] - times[0] == pytest.approx(3.0)  # the job's retry waited the cooldown
+    assert times[2] - times[1] == pytest.approx(0.5)  # and the single call, one slot at 2/s
+
+
+async def test_single_calls_go_first_while_bulk_work_saturates_the_limit() -> None:
+    """With bulk requests always waiting, a single call waits at most one token interval."""
+    rate = 50.0
+    interval = 1 / rate
+    limiter = LocalLimiter(rate)
+    waits: dict[bool, list[float]] = {True: [], False: []}
+
+    async def bulk_worker(stop: anyio.Event) -> None:
+        while not stop.is_set():
+            await limiter.acquire(priority=False)
+
+    async def single_calls(priority: bool) -> None:
+        for _ in range(20 if priority else 3):
+            await anyio.sleep(0.013)
+            started = time.perf_counter()
+            await limiter.acquire(priority=priority)
+            waits[priority].append(time.perf_counter() - started)
+
+    for priority in (True, False):
+        stop = anyio.Event()
+        async with anyio.create_task_group() as tg:
+            for _ in range(16):  # a job with 16 workers, always waiting for a slot
+                tg.start_soon(bulk_worker, stop)
+            await single_calls(priority)
+            stop.set()
+    first = sorted(waits[True])
+    p99 = first[int(0.99 * (len(first) - 1))]
+    # One interval, and a little for the event loop's own timer slack.
+    assert p99 <= interval * 1.25, (p99, first)
+    # Without priority the same calls queue behind the job's workers.
+    assert sorted(waits[False])[len(waits[False]) // 2] > 4 * interval
