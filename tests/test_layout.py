@@ -6,6 +6,7 @@ import ast
 from pathlib import Path
 
 import capillary_async
+import capillary_async.redis
 import capillary_async.testing
 
 PACKAGE = Path(capillary_async.__file__).parent
@@ -90,6 +91,7 @@ def test_the_command_line_imports_only_public_names() -> None:
     public = {
         "capillary_async": set(capillary_async.__all__),
         "capillary_async.testing": set(capillary_async.testing.__all__),
+        "capillary_async.redis": set(capillary_async.redis.__all__),
     }
     private = []
     for name, path in modules().items():

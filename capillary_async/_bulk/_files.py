@@ -368,20 +368,40 @@ class InputFile:
     ``InputRow``, so outcomes and reports name the file's line, and a journal
     ties itself to the file's bytes. ``kind`` (``"expiry"`` or
     ``"redemption"``) says which columns a CSV header may name.
+
+    ``shard=(k, n)`` keeps every n-th row starting at row k (1-based), so that
+    n machines split one file, each with its own journal; their reports add
+    up to the whole file. A journal is tied to its shard as well as the file.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, kind: str = "expiry") -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        kind: str = "expiry",
+        shard: tuple[int, int] | None = None,
+    ) -> None:
         if kind not in ("expiry", "redemption"):
             raise ValueError("kind: must be 'expiry' or 'redemption'")
+        if shard is not None:
+            k, n = shard
+            if isinstance(k, bool) or isinstance(n, bool) or not 1 <= k <= n:
+                raise ValueError("shard: must be (k, n) with 1 <= k <= n")
         self.path = os.fspath(path)
         self.kind = kind
+        self.shard = shard
 
     def __repr__(self) -> str:
-        return f"<InputFile {excerpt(self.path, 200)} kind={self.kind}>"
+        shard = f" shard={self.shard[0]}/{self.shard[1]}" if self.shard else ""
+        return f"<InputFile {excerpt(self.path, 200)} kind={self.kind}{shard}>"
 
     def __iter__(self) -> Iterator[InputRow]:
         with open_input(self.path, columns_of(self.kind)) as rows:
-            yield from rows
+            if self.shard is None:
+                yield from rows
+                return
+            k, n = self.shard
+            yield from (row for row in rows if row.index % n == k - 1)
 
     def check(self) -> None:
         """Read the header and the first row: ``InputError`` if the file cannot be used."""
@@ -389,5 +409,9 @@ class InputFile:
             pass
 
     def count(self) -> int | None:
-        """How many rows, counted quickly (None for standard input)."""
-        return count_rows(self.path)
+        """How many rows (of this shard), counted quickly (None for standard input)."""
+        total = count_rows(self.path)
+        if total is None or self.shard is None:
+            return total
+        k, n = self.shard
+        return total // n + (1 if total % n >= k else 0)

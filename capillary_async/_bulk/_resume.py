@@ -119,6 +119,8 @@ class Resumer:
                     "a journal needs an input file: standard input cannot be resumed"
                 )
             stamp = await anyio.to_thread.run_sync(fingerprint, kind, items.path, target)
+            if items.shard is not None:  # shard 1/3's journal is not shard 2/3's
+                stamp = hashlib.sha256(f"{stamp}\0shard {items.shard}".encode()).hexdigest()
         else:
             stamp = _identity(kind, target)
         lock = JournalLock(path)

@@ -33,6 +33,17 @@ def _rate(text: str) -> float:
     return value
 
 
+def _shard(text: str) -> tuple[int, int]:
+    k, sep, n = text.partition("/")
+    try:
+        shard = (int(k), int(n))
+    except ValueError:
+        shard = (0, 0)
+    if not sep or not 1 <= shard[0] <= shard[1]:
+        raise argparse.ArgumentTypeError(f"expected K/N with 1 <= K <= N, such as 2/4, got {text}")
+    return shard
+
+
 def _apply_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], kind: str) -> None:
     group = sub.add_parser(kind, help=f"{kind} bulk jobs")
     actions = group.add_subparsers(dest="action", required=True)
@@ -56,6 +67,30 @@ def _apply_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], kind
         parser.add_argument("--chunk-size", type=_positive_int, default=100)
     parser.add_argument("--concurrency", type=_positive_int, default=8)
     parser.add_argument("--rate", type=_rate, help="requests per second at most")
+    parser.add_argument(
+        "--adaptive",
+        action="store_true",
+        help="halve the rate on a 429 and let it grow back (AIMD), as a fleet settles",
+    )
+    parser.add_argument(
+        "--redis",
+        metavar="URL",
+        help=(
+            "share the pace (--rate, cooldowns, the adaptive rate) with every process using "
+            "the same limiter name, through this Redis (also CAPILLARY_REDIS_URL)"
+        ),
+    )
+    parser.add_argument(
+        "--limiter-name",
+        metavar="NAME",
+        help="the shared pace's name (default: derived from the target and the user or key)",
+    )
+    parser.add_argument(
+        "--shard",
+        type=_shard,
+        metavar="K/N",
+        help="take every N-th row starting at row K (1-based): N machines split one file",
+    )
     parser.add_argument(
         "--max-response-bytes",
         type=_positive_int,
@@ -122,6 +157,10 @@ async def _dispatch(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         fail_fast=args.fail_fast,
         retry_unknown=args.retry_unknown,
         max_response_bytes=args.max_response_bytes,
+        redis=args.redis or env.get("CAPILLARY_REDIS_URL") or None,
+        limiter_name=args.limiter_name,
+        adaptive=args.adaptive,
+        shard=args.shard,
     )
     if options.dry_run:
         return await apply(options, base_url=None, auth=None)

@@ -7,6 +7,7 @@ sent, shows progress, turns Ctrl-C into a graceful stop, and prints.
 
 from __future__ import annotations
 
+import hashlib
 import shutil
 import signal
 import sys
@@ -30,6 +31,8 @@ from .. import (
     InputError,
     InputFile,
     JournalError,
+    Limiter,
+    LocalLimiter,
     OutcomeStatus,
     OutcomeStream,
 )
@@ -64,6 +67,12 @@ class ApplyOptions:
     fail_fast: bool = False
     retry_unknown: bool = False
     max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES
+    #: Share the pace through this Redis (``--redis`` / ``CAPILLARY_REDIS_URL``).
+    redis: str | None = None
+    limiter_name: str | None = None
+    adaptive: bool = False
+    #: (k, n): every n-th row starting at row k.
+    shard: tuple[int, int] | None = None
 
 
 async def apply(
@@ -86,7 +95,7 @@ async def apply(
     check_input(options.input)
     outputs = check_outputs(options)
     try:
-        source = InputFile(options.input, kind=options.kind)
+        source = InputFile(options.input, kind=options.kind, shard=options.shard)
         if source.path != "-":  # standard input can be read once only: checked as it is read
             try:
                 await anyio.to_thread.run_sync(source.check)
@@ -99,6 +108,8 @@ async def apply(
             auth = auth or BearerToken("dry-run-never-sent")
         elif base_url is None or auth is None:
             raise UsageError("a target and credentials are needed to send anything")
+        if options.redis and not options.rate and not options.dry_run:
+            raise UsageError("--redis needs --rate: the requests per second the fleet shares")
         if options.journal and options.input == "-":
             raise UsageError("--journal needs an INPUT file: standard input cannot be resumed")
         check_journal_path(options)
@@ -149,7 +160,7 @@ class _Run:
         job = BulkOptions(
             chunk_size=options.chunk_size if options.kind == "expiry" else 1,
             concurrency=options.concurrency,
-            rate_limit=options.rate,
+            # --rate is the client's pace (shared through Redis with --redis), not the job's.
             fail_fast=options.fail_fast,
             # The journal has them, in flat memory; a dry run writes no journal.
             keep_failures=options.dry_run,
@@ -160,6 +171,7 @@ class _Run:
         total = await anyio.to_thread.run_sync(source.count)
         # Standard input cannot be resumed; a scratch journal still keeps memory flat.
         items = iter(source) if source.path == "-" else source
+        limiter = self._limiter(base_url, auth)
         try:
             async with CapillaryClient(
                 base_url,
@@ -167,6 +179,7 @@ class _Run:
                 max_connections=max(10, options.concurrency),
                 clock=clock,
                 max_response_bytes=options.max_response_bytes,
+                limiter=limiter,
             ) as client:
                 points = client.points
                 stream = (
@@ -192,6 +205,33 @@ class _Run:
             )
         self._print(report)
         return self._status(report)
+
+    def _limiter(self, base_url: str, auth: Auth) -> Limiter:
+        """The client's pace: --rate alone, adaptive, or shared through Redis."""
+        options = self.options
+        if not options.redis or options.dry_run:
+            return LocalLimiter(
+                options.rate, adaptive=options.adaptive and options.rate is not None
+            )
+        try:
+            from ..redis import RedisLimiter
+        except ImportError:
+            raise UsageError(
+                '--redis needs the redis package: pip install "capillary-async[redis]"'
+            ) from None
+        name = options.limiter_name or limiter_name(base_url, auth)
+        try:
+            return RedisLimiter.from_url(
+                options.redis,
+                name=name,
+                rate_limit=options.rate or 0.0,
+                adaptive=options.adaptive,
+            )
+        except ValueError:  # named, not quoted: the URL may carry a password
+            raise UsageError(
+                "--redis (or CAPILLARY_REDIS_URL): not a Redis URL "
+                "(redis://host:6379/0, rediss://..., unix://...)"
+            ) from None
 
     async def _drive(self, outcomes: OutcomeStream, total: int | None) -> BulkReport:
         """Consume the outcomes, showing progress; Ctrl-C stops, a second one aborts."""
@@ -290,6 +330,18 @@ class _Run:
             print(f"capillary-async: error: {problem}", file=self.err)
         if report.journal_error is not None:
             print(_journal_message(report), file=self.err)
+
+
+def limiter_name(base_url: str, auth: Auth) -> str:
+    """The shared pace's default name: the target and who calls it, never a secret.
+
+    Processes of one organisation (same target, same till user or client key)
+    share a pace; a bearer token names no one, so all token users of a target
+    share one unless ``--limiter-name`` says otherwise.
+    """
+    who = getattr(auth, "username", None) or getattr(auth, "key", None) or "token"
+    digest = hashlib.sha256(f"{base_url}\0{who}".encode(errors="surrogateescape")).hexdigest()
+    return f"capillary-{digest[:16]}"
 
 
 def _journal_message(report: BulkReport) -> str:

@@ -1,0 +1,118 @@
+"""The command line on many workers: a pace shared through Redis, and a file split in shards."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from pathlib import Path
+
+import redis
+
+from capillary_async.testing import Emulator, write_jsonl
+
+from .redis_server import RedisServer, redis_server  # noqa: F401 - the fixture
+from .test_cli import EXE, SECRET, cli_env, emu, run_cli, sample  # noqa: F401 - emu: a fixture
+
+
+async def test_shards_split_a_file_and_their_reports_add_up_to_it(
+    emu: Emulator,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    items = sample(emu, 90, bad=0.1)
+    source = tmp_path / "in.jsonl"
+    write_jsonl(source, items)
+    totals = {}
+    for k in (1, 2, 3):
+        report = tmp_path / f"report-{k}.json"
+        code, _, err = await run_cli(
+            "expiry", "apply", str(source), "--shard", f"{k}/3",
+            "--journal", str(tmp_path / f"job-{k}.db"), "--report", str(report),
+            env=cli_env(emu),
+        )  # fmt: skip
+        assert code in (0, 1), err
+        data = json.loads(report.read_text())
+        totals[k] = data
+        lines = {row["line"] for row in data["outcomes"]}
+        assert all((line - 1) % 3 == k - 1 for line in lines)  # only this shard's rows
+    assert sum(t["total"] for t in totals.values()) == 90
+    assert all(t["total"] == t["succeeded"] + t["failed"] + t["invalid"] for t in totals.values())
+    assert sum(t["invalid"] for t in totals.values()) == sum(
+        1 for i in items if i["programId"] == "not-a-number"
+    )
+    assert sum(t["succeeded"] for t in totals.values()) == len(emu.audit.expiry_applied)
+    # A shard's journal belongs to that shard.
+    code, _, err = await run_cli(
+        "expiry", "apply", str(source), "--shard", "2/3",
+        "--journal", str(tmp_path / "job-1.db"), env=cli_env(emu),
+    )  # fmt: skip
+    assert code == 2
+    assert "another input file" in err
+    code, _, err = await run_cli("expiry", "apply", str(source), "--shard", "4/3", env=cli_env(emu))
+    assert code == 2
+    assert "K/N" in err
+
+
+async def test_two_processes_with_redis_share_one_rate(
+    emu: Emulator,  # noqa: F811
+    redis_server: RedisServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    items = [
+        {**item, "expiryDate": {"expiryType": "FIXED_DATE", "expiryValue": "2031-01-01"}}
+        for item in sample(emu, 60)
+    ]
+    for k in (1, 2):
+        write_jsonl(tmp_path / f"in-{k}.jsonl", items[k - 1 :: 2])
+    env = cli_env(emu, CAPILLARY_REDIS_URL=redis_server.url)
+    before = emu.stats.requests
+    started = time.monotonic()
+    results = await asyncio.gather(
+        *(
+            run_cli(
+                "expiry",
+                "apply",
+                str(tmp_path / f"in-{k}.jsonl"),
+                "--rate",
+                "20",
+                "--chunk-size",
+                "1",
+                "--concurrency",
+                "4",
+                env=env,
+            )
+            for k in (1, 2)
+        )
+    )
+    elapsed = time.monotonic() - started
+    assert [code for code, _, _ in results] == [0, 0], [err for _, _, err in results]
+    served = emu.stats.requests - before
+    assert served == 60
+    # 60 requests at 20/s shared: about three seconds (each alone would take a second and a half).
+    assert elapsed >= 60 / 20 * 0.85
+    keys = redis.Redis.from_url(redis_server.url).keys("capillary:*")
+    names = {key.decode().split(":")[1] for key in keys}
+    assert len(names) == 1  # one pace, named after the target and the user
+    (name,) = names
+    assert name.startswith("{capillary-")
+    assert SECRET not in name
+
+
+async def test_redis_without_a_rate_or_with_a_bad_url_is_a_usage_error(
+    emu: Emulator,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "in.jsonl"
+    write_jsonl(source, sample(emu, 2))
+    code, _, err = await run_cli(
+        "expiry", "apply", str(source), "--redis", "redis://127.0.0.1:1/0", env=cli_env(emu)
+    )
+    assert code == 2
+    assert "--redis needs --rate" in err
+    code, _, err = await run_cli(
+        "expiry", "apply", str(source), "--rate", "5",
+        env=cli_env(emu, CAPILLARY_REDIS_URL="http://user:" + SECRET + "@host/"),
+    )  # fmt: skip
+    assert code == 2
+    assert "not a Redis URL" in err
+    assert EXE
