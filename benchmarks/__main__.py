@@ -25,6 +25,9 @@ from typing import Any
 
 import attrs
 
+from ._fleet import fleet
+from ._fleet import table as fleet_table
+
 
 @attrs.frozen
 class Sizes:
@@ -39,6 +42,10 @@ class Sizes:
     #: Share of ``items`` for the latency-bound runs (concurrency 1, the naive
     #: loop): their rate does not depend on the size, only their duration does.
     sequential_share: float = 1.0
+    #: Scenario 7: the server's limit (requests/s) and the items each of 4 processes sends.
+    fleet_limit: float = 100.0
+    fleet_items: int = 4000
+    fleet_chunk: int = 10
 
     def items_at(self, concurrency: int) -> int:
         share = self.sequential_share if concurrency == 1 else 1.0
@@ -53,9 +60,18 @@ QUICK = Sizes(
     single_calls=500,
     reps=2,
     sequential_share=0.25,
+    fleet_limit=50.0,
+    fleet_items=1000,
 )
 TINY = Sizes(
-    items=600, memory_small=300, memory_large=1200, single_calls=50, reps=1, concurrencies=(1, 8)
+    items=600,
+    memory_small=300,
+    memory_large=1200,
+    single_calls=50,
+    reps=1,
+    concurrencies=(1, 8),
+    fleet_limit=50.0,
+    fleet_items=60,
 )
 
 TARGETS = {
@@ -64,6 +80,8 @@ TARGETS = {
     "cpu_vs_a": 1.2,
     "memory_ratio": 1.1,
     "single_call_overhead_p50_us": 100.0,
+    "fleet_shared_429_share": 0.01,
+    "fleet_shared_accepted_share": 0.90,
 }
 
 
@@ -358,11 +376,13 @@ def table(results: dict[str, Any]) -> str:
         f"retried of {fa['requests']} requests; every item accounted for: {fa['accounted']}, "
         f"audit: {fa['records_changed']:,} records changed = {fa['succeeded']:,} succeeded"
     )
+    if "fleet" in results["scenarios"]:
+        lines += fleet_table(results["scenarios"]["fleet"])
     lines.append("")
     lines.append("Targets")
     for name, (value, target, met) in results["targets"].items():
         lines.append(
-            f"   {name:<30} {value:>10.2f}  target {target:>6}  {'met' if met else 'MISSED'}"
+            f"   {name:<36} {value:>10.2f}  target {target:>7}  {'met' if met else 'MISSED'}"
         )
     return "\n".join(lines)
 
@@ -374,7 +394,7 @@ def targets(results: dict[str, Any]) -> dict[str, tuple[float, str, bool]]:
     cpu = c8["cpu_sdk_over_a"]["median"]
     memory_ratio = results["scenarios"]["memory"]["ratio"]["median"]
     overhead = results["scenarios"]["single_calls"]["overhead_p50_us"]["median"]
-    return {
+    found = {
         "throughput SDK/(a), worst conc": (worst, ">= 0.95", worst >= TARGETS["throughput_vs_a"]),
         "SDK share of bound, conc 8": (
             c8["sdk_share_of_bound"]["median"],
@@ -393,6 +413,20 @@ def targets(results: dict[str, Any]) -> dict[str, tuple[float, str, bool]]:
             overhead < TARGETS["single_call_overhead_p50_us"],
         ),
     }
+    shared = results["scenarios"].get("fleet", {}).get("runs", {}).get("c")
+    if shared is not None:
+        refused, used = shared["refused_share"], shared["accepted_rps_share_of_limit"]
+        found["fleet (c): 429 share of requests"] = (
+            refused,
+            "<= 0.01",
+            refused <= TARGETS["fleet_shared_429_share"],
+        )
+        found["fleet (c): accepted rps / L"] = (
+            used,
+            ">= 0.90",
+            used >= TARGETS["fleet_shared_accepted_share"],
+        )
+    return found
 
 
 def chart(results: dict[str, Any], path: str) -> bool:
@@ -471,6 +505,14 @@ def main(argv: list[str] | None = None) -> int:
         scenarios["throughput"]["by_concurrency"][-1],
     )
     scenarios["faults"] = faults(sizes, c8["sdk_items_per_second"]["median"], log)
+    scenarios["fleet"] = fleet(
+        sizes.fleet_limit,
+        sizes.fleet_items,
+        sizes.fleet_chunk,
+        emulator=emulator,
+        stats=stats,
+        log=log,
+    )
     results["targets"] = {k: list(v) for k, v in targets(results).items()}
     print(table({**results, "targets": targets(results)}))
     if args.json:

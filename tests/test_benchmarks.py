@@ -26,7 +26,7 @@ def test_benchmark_runner_reports_every_scenario(tmp_path: Path) -> None:
     assert results["mode"] == "tiny"
     assert {"python", "cores"} <= set(results["machine"])
     scenarios = results["scenarios"]
-    assert set(scenarios) == {"throughput", "memory", "single_calls", "models", "faults"}
+    assert set(scenarios) == {"throughput", "memory", "single_calls", "models", "faults", "fleet"}
     throughput = scenarios["throughput"]
     assert {"emulator_capacity", "baseline_b", "by_concurrency"} <= set(throughput)
     for row in throughput["by_concurrency"]:
@@ -53,4 +53,11 @@ def test_benchmark_runner_reports_every_scenario(tmp_path: Path) -> None:
     assert faults["accounted"]
     assert faults["every_item_applied"]
     assert "share_of_fault_free" in faults
-    assert len(results["targets"]) == 5
+    fleet = scenarios["fleet"]
+    runs = fleet["runs"]
+    assert {"a", "b"} <= set(runs)  # (c) needs redis-server, which CI installs
+    for run in runs.values():
+        assert run["every_item_succeeded"]
+        assert run["requests_seen"] > 0
+        assert {"refused_429", "server_rps_share_of_limit", "share_of_bound"} <= set(run)
+    assert len(results["targets"]) == 5 + 2 * ("c" in runs)
