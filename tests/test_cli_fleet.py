@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from capillary_async.testing import Emulator, write_jsonl
 
 from .redis_server import RedisServer, redis_server  # noqa: F401 - the fixture
 from .test_cli import EXE, SECRET, cli_env, emu, run_cli, sample  # noqa: F401 - emu: a fixture
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
 
 async def test_shards_split_a_file_and_their_reports_add_up_to_it(
@@ -116,3 +119,29 @@ async def test_redis_without_a_rate_or_with_a_bad_url_is_a_usage_error(
     assert code == 2
     assert "not a Redis URL" in err
     assert EXE
+
+
+async def test_replicas_of_a_web_app_share_the_pace(
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    """The README's example: three replicas making single calls, one shared rate."""
+    example = EXAMPLES / "replica.py"
+    async with Emulator(seed=2, customers=10) as emulator:
+        args = [emulator.base_url, redis_server.url, "--rate", "10", "--seconds", "1.5"]
+        results = await asyncio.gather(
+            *(run_python(str(example), *args) for _ in range(3)),
+        )
+        served = emulator.stats.requests
+    calls = [int(out.split()[1]) for out in results]
+    assert sum(calls) == served
+    assert 10 <= served <= 20  # 1.5 s at 10/s shared (plus one slot each to start)
+    assert all(c > 0 for c in calls)
+
+
+async def run_python(*args: str) -> str:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 0, err.decode()
+    return out.decode()
