@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import ipaddress
+import math
 import random
 import time
 from collections.abc import Callable
@@ -158,8 +159,11 @@ class RetryPolicy:
     def __attrs_post_init__(self) -> None:
         if self.max_attempts < 1:
             raise ValueError("retry.max_attempts: must be at least 1 (1 disables retries)")
-        if self.backoff_base < 0 or self.backoff_cap < 0 or self.max_retry_after < 0:
-            raise ValueError("retry: backoff_base, backoff_cap and max_retry_after must be >= 0")
+        values = (self.backoff_base, self.backoff_cap, self.max_retry_after)
+        if not all(0 <= value < math.inf for value in values):  # NaN fails too
+            raise ValueError(
+                "retry: backoff_base, backoff_cap and max_retry_after must be finite and >= 0"
+            )
 
     @classmethod
     def disabled(cls) -> RetryPolicy:

@@ -28,6 +28,16 @@ MIN_SHARE = 1 / 64
 RECOVERY_PER_SECOND = 0.1
 #: The pause after a 429 that says nothing of how long (no ``Retry-After``).
 DEFAULT_COOLDOWN = 1.0
+#: The longest pause a limiter takes, whatever it is told (an infinite or huge
+#: ``Retry-After`` must not park a fleet for ever).
+MAX_COOLDOWN = 600.0
+
+
+def cooldown(seconds: float | None) -> float:
+    """A pause made safe: none given is the default; NaN, negative or huge are bounded."""
+    if seconds is None or seconds != seconds:  # noqa: PLR0124 - NaN
+        return DEFAULT_COOLDOWN
+    return min(MAX_COOLDOWN, max(0.0, seconds))
 
 
 @runtime_checkable
@@ -56,8 +66,13 @@ class Pace(Protocol):
 
 
 def adaptive_rate(ceiling: float, base: float, since: float) -> float:
-    """The rate ``since`` seconds after it fell to ``base``: it grows back to ``ceiling``."""
-    return min(ceiling, base + since * ceiling * RECOVERY_PER_SECOND)
+    """The rate ``since`` seconds after it fell to ``base``: it grows back to ``ceiling``.
+
+    Bounded both ways: a clock that stepped back (``since`` < 0) or a damaged
+    ``base`` never gives a rate below the floor or above the ceiling.
+    """
+    rate = base + max(0.0, since) * ceiling * RECOVERY_PER_SECOND
+    return min(ceiling, max(ceiling * MIN_SHARE, rate))
 
 
 class LocalPace:
@@ -83,20 +98,26 @@ class LocalPace:
             return self.ceiling
         return adaptive_rate(self.ceiling, self._base, self.clock.monotonic() - self._base_at)
 
+    def free(self) -> bool:
+        """Whether a request may go now without taking anything (no rate, no cooldown)."""
+        return self.ceiling is None and self._cool_until <= self.clock.monotonic()
+
     async def reserve(self) -> float:
         now = self.clock.monotonic()
+        self._cool_until = min(self._cool_until, now + MAX_COOLDOWN)  # a clock stepped back
         start = max(now, self._cool_until)
         rate = self.rate
         if rate is None:
             return start - now
+        if self._next - start > MAX_COOLDOWN:  # the clock stepped back: start afresh
+            self._next = start
         slot = max(start, self._next)
         self._next = slot + 1.0 / rate
         return slot - now
 
     async def throttled(self, seconds: float | None, *, slow_down: bool) -> None:
         now = self.clock.monotonic()
-        pause = DEFAULT_COOLDOWN if seconds is None else max(0.0, seconds)
-        self._cool_until = max(self._cool_until, now + pause)
+        self._cool_until = max(self._cool_until, now + cooldown(seconds))
         if slow_down and self.adaptive and self.ceiling is not None:
             current = self.rate or self.ceiling
             self._base = max(self.ceiling * MIN_SHARE, current / 2)
@@ -128,6 +149,9 @@ class Dispatcher:
         self._driving = False
 
     async def acquire(self, *, priority: bool = False) -> None:
+        free = getattr(self.pace, "free", None)
+        if free is not None and not self._driving and free():
+            return  # no rate and no cooldown: nothing to wait for, nothing to take
         me = _Waiter()
         (self._first if priority else self._rest).append(me)
         try:

@@ -41,6 +41,8 @@ class RedisServer:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
+        if self.process is not None:
+            raise RuntimeError("this redis-server is running already")
         self.process = subprocess.Popen(
             [
                 self.binary,

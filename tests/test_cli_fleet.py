@@ -145,3 +145,29 @@ async def run_python(*args: str) -> str:
     out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode == 0, err.decode()
     return out.decode()
+
+
+async def test_a_redis_that_refuses_the_credentials_is_a_usage_error_in_the_cli(
+    emu: Emulator,  # noqa: F811
+    redis_server: RedisServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    redis.Redis.from_url(redis_server.url).config_set("requirepass", "r3dis-pw")
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(i) + "\n" for i in sample(emu, 3)))
+    bad = redis_server.url.replace("redis://", "redis://:wr0ng-pw@")
+    code, _, err = await run_cli(
+        "expiry", "apply", str(source), "--rate", "5",
+        env=cli_env(emu, CAPILLARY_REDIS_URL=bad),
+    )  # fmt: skip
+    assert code == 2
+    assert "refused the credentials" in err
+    assert "wr0ng-pw" not in err
+    assert emu.stats.requests == 0
+    for flags, words in (
+        (["--adaptive"], "--adaptive needs --rate"),
+        (["--rate", "5", "--limiter-name", "", "--redis", bad], "--limiter-name"),
+    ):
+        code, _, err = await run_cli("expiry", "apply", str(source), *flags, env=cli_env(emu))
+        assert code == 2
+        assert words in err

@@ -19,7 +19,7 @@ from capillary_async import (
     Response,
     RetryPolicy,
 )
-from capillary_async._limiter import MIN_SHARE, LocalPace
+from capillary_async._limiter import MAX_COOLDOWN, MIN_SHARE, LocalPace
 
 from .conftest import FakeClock, reply
 
@@ -157,3 +157,19 @@ async def test_single_calls_go_first_while_bulk_work_saturates_the_limit() -> No
     assert p99 <= interval * 1.25, (p99, first)
     # Without priority the same calls queue behind the job's workers.
     assert sorted(waits[False])[len(waits[False]) // 2] > 4 * interval
+
+
+async def test_odd_pauses_and_a_clock_that_steps_back_stay_bounded() -> None:
+    clock = FakeClock()
+    pace = LocalPace(clock, 10.0, adaptive=True)
+    await pace.throttled(float("inf"), slow_down=False)
+    assert await pace.reserve() == pytest.approx(MAX_COOLDOWN)  # not for ever
+    fresh = LocalPace(clock, 10.0)
+    await fresh.throttled(float("nan"), slow_down=False)
+    assert await fresh.reserve() == pytest.approx(1.0)  # NaN is "no header": the default
+    await fresh.throttled(-5.0, slow_down=False)
+    clock.now -= 3600  # the clock stepped back an hour
+    assert 0 <= await fresh.reserve() <= MAX_COOLDOWN
+    assert 10.0 / 64 <= pace.rate <= 10.0
+    with pytest.raises(ValueError, match="max_retry_after"):
+        RetryPolicy(max_retry_after=float("inf"))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import socket
 import subprocess
 import sys
 import textwrap
@@ -13,9 +14,10 @@ from typing import Any
 
 import anyio
 import pytest
+import redis
 
 from capillary_async import BasicAuth, CapillaryClient, Progress
-from capillary_async.redis import RedisLimiter
+from capillary_async.redis import RedisLimiter, RedisLimiterError
 from capillary_async.testing import Emulator, ManualTime, sample_expiry_updates
 
 from .redis_server import RedisServer, redis_server  # noqa: F401 - the fixture
@@ -76,14 +78,18 @@ async def test_when_redis_goes_away_a_job_goes_on_locally_and_rejoins(
     caplog.set_level(logging.WARNING, logger="capillary_async")
     lim = limiter(redis_server, rate_limit=60.0)
     states: list[bool] = []
+    stopped: list[bool] = []
+    started_again: list[bool] = []
     async with Emulator(seed=3, customers=200, clock=ManualTime(NOW)) as emu:
         items = list(sample_expiry_updates(emu.store, 150, seed=3, now=emu.clock.now()))
 
         async def watch(progress: Progress) -> None:
             states.append(lim.shared)
-            if progress.requests == 6:
+            if progress.requests >= 6 and not stopped:
+                stopped.append(True)
                 redis_server.stop()  # mid-job
-            if progress.requests == 16:
+            if progress.requests >= 16 and not started_again:
+                started_again.append(True)
                 await anyio.to_thread.run_sync(redis_server.start)
 
         async with CapillaryClient(
@@ -116,7 +122,7 @@ CHILD = textwrap.dedent(
     """
     import json, sys, time, anyio
     from capillary_async import BasicAuth, CapillaryClient
-    from capillary_async.redis import RedisLimiter
+    from capillary_async.redis import RedisLimiter, RedisLimiterError
 
     base_url, redis_url = sys.argv[1], sys.argv[2]
     item, seconds = json.loads(sys.argv[3]), float(sys.argv[4])
@@ -181,3 +187,84 @@ async def test_processes_sharing_a_name_share_the_rate_the_server_sees(
     # Three processes, each allowed 30/s alone, together held to 30/s by the server's count.
     assert 0.8 * 30 <= served / elapsed <= 1.15 * 30, (served, elapsed, sent)
     assert min(sent) > 0  # every process got its turns
+
+
+async def test_a_fleet_that_starts_while_redis_is_down_paces_at_its_share(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="capillary_async.redis")
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    lim = RedisLimiter.from_url(
+        f"redis://127.0.0.1:{port}/0", name="down", rate_limit=300.0, members=3
+    )
+    started = time.monotonic()
+    for _ in range(21):
+        await lim.acquire()
+    elapsed = time.monotonic() - started
+    assert not lim.shared
+    assert 0.17 <= elapsed < 0.6  # 20 intervals at 300/3 = 100/s, not at 300/s
+    warnings = [r.getMessage() for r in caplog.records]
+    assert len(warnings) == 1
+    assert "cannot be reached" in warnings[0]
+    assert "a share of 300 among 3 members" in warnings[0]
+    with pytest.raises(RedisLimiterError, match="cannot be reached"):
+        await lim.check()
+    await lim.aclose()
+
+
+class _HangingScript:
+    async def __call__(self, **_: Any) -> Any:
+        await anyio.sleep_forever()
+
+
+class _HangingClient:
+    """A redis.asyncio client built without timeouts, whose server hangs."""
+
+    def register_script(self, _: str) -> _HangingScript:
+        return _HangingScript()
+
+
+async def test_a_redis_that_hangs_costs_a_bounded_wait_then_paces_locally() -> None:
+    lim = RedisLimiter(_HangingClient(), name="hangs", rate_limit=50.0)
+    with anyio.fail_after(3):
+        started = time.monotonic()
+        await lim.acquire()
+        first = time.monotonic() - started
+        for _ in range(10):
+            await lim.acquire()
+    assert 0.45 <= first < 1.0  # one bounded wait, then the local pace
+    assert not lim.shared
+
+
+async def test_odd_state_in_redis_is_bounded_and_times_keep_microseconds(
+    redis_server: RedisServer,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="capillary_async.redis")
+    raw = redis.Redis.from_url(redis_server.url)
+    lim = limiter(redis_server, name="odd", rate_limit=100.0, adaptive=True)
+    await lim.acquire()
+    now, _ = raw.time()
+    # A clock that stepped back an hour left the next slot and the rate's stamp ahead.
+    raw.set("capillary:{odd}:tat", f"{now + 3600}.0")
+    raw.hset("capillary:{odd}:rate", mapping={"base": "-5.0", "at": f"{now + 30}.0"})
+    with anyio.fail_after(2):
+        for _ in range(2):
+            await lim.acquire()
+    assert lim.rate == pytest.approx(100.0 / 64)  # a damaged rate is held at the floor
+    stored = raw.get("capillary:{odd}:tat").decode()
+    assert len(stored.split(".")[1]) == 6  # microseconds, not Lua's four decimals
+    other = limiter(redis_server, name="odd", rate_limit=1000.0)  # another rate, same name
+    await other.acquire()
+    await other.acquire()
+    mixed = [r.getMessage() for r in caplog.records if "same rate_limit" in r.getMessage()]
+    assert len(mixed) == 1  # warned once
+    await lim.throttled(float("inf"), slow_down=False)  # bounded, not for ever
+    cool = float(raw.get("capillary:{odd}:cool"))
+    seconds, micros = raw.time()
+    assert 590 < cool - (seconds + micros / 1e6) <= 600
+    raw.close()
+    for each in (lim, other):
+        await each.aclose()

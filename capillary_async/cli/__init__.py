@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import os
 import sys
 from collections.abc import Mapping, Sequence
@@ -169,6 +170,17 @@ async def _dispatch(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return await apply(options, base_url=base_url, auth=auth)
 
 
+def _show_limiter_warnings() -> None:
+    """A shared pace that falls back to local pacing (or comes back) says so on stderr."""
+    logger = logging.getLogger("capillary_async.redis")
+    if not any(getattr(h, "_capillary_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("\ncapillary-async: warning: %(message)s"))
+        handler.setLevel(logging.WARNING)
+        handler._capillary_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+
+
 def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
     """Entry point of ``capillary-async``."""
     args = build_parser().parse_args(argv)
@@ -180,6 +192,7 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
         except KeyboardInterrupt:
             return EXIT_INTERRUPTED
         return 0
+    _show_limiter_warnings()
     try:
         return asyncio.run(_dispatch(args, os.environ if env is None else env))
     except UsageError as exc:

@@ -27,6 +27,7 @@ from .. import (
     BulkOptions,
     BulkReport,
     CapillaryClient,
+    CapillaryError,
     Clock,
     InputError,
     InputFile,
@@ -110,6 +111,8 @@ async def apply(
             raise UsageError("a target and credentials are needed to send anything")
         if options.redis and not options.rate and not options.dry_run:
             raise UsageError("--redis needs --rate: the requests per second the fleet shares")
+        if options.adaptive and not options.rate:
+            raise UsageError("--adaptive needs --rate: the rate to adapt below")
         if options.journal and options.input == "-":
             raise UsageError("--journal needs an INPUT file: standard input cannot be resumed")
         check_journal_path(options)
@@ -172,6 +175,7 @@ class _Run:
         # Standard input cannot be resumed; a scratch journal still keeps memory flat.
         items = iter(source) if source.path == "-" else source
         limiter = self._limiter(base_url, auth)
+        await self._check_limiter(limiter)
         try:
             async with CapillaryClient(
                 base_url,
@@ -219,19 +223,36 @@ class _Run:
             raise UsageError(
                 '--redis needs the redis package: pip install "capillary-async[redis]"'
             ) from None
-        name = options.limiter_name or limiter_name(base_url, auth)
+        name = (
+            limiter_name(base_url, auth) if options.limiter_name is None else options.limiter_name
+        )
+        if not name or "{" in name or "}" in name or len(name) > 200:
+            raise UsageError("--limiter-name: must be 1 to 200 characters, without braces")
         try:
             return RedisLimiter.from_url(
                 options.redis,
                 name=name,
                 rate_limit=options.rate or 0.0,
                 adaptive=options.adaptive,
+                # Before Redis answers, assume the fleet a shard says there is.
+                members=options.shard[1] if options.shard else 1,
             )
         except ValueError:  # named, not quoted: the URL may carry a password
             raise UsageError(
                 "--redis (or CAPILLARY_REDIS_URL): not a Redis URL "
                 "(redis://host:6379/0, rediss://..., unix://...)"
             ) from None
+
+    async def _check_limiter(self, limiter: Limiter) -> None:
+        """A shared pace that cannot be reached is a usage error before anything is sent."""
+        check = getattr(limiter, "check", None)
+        if check is None:
+            return
+        try:
+            await check()
+        except CapillaryError as exc:
+            await limiter.aclose()
+            raise UsageError(f"--redis: {exc}; nothing was sent") from None
 
     async def _drive(self, outcomes: OutcomeStream, total: int | None) -> BulkReport:
         """Consume the outcomes, showing progress; Ctrl-C stops, a second one aborts."""
