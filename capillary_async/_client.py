@@ -235,8 +235,15 @@ class CapillaryClient:
         why_not_idempotent: str = "it is not idempotent",
     ) -> Reply:
         """Send with retries: ``decide`` says whether to try again, this loop does it."""
-        call = self._call(method, path, json=json, params=params, headers=headers, timeout=timeout)
-        call = attrs.evolve(call, sensitive=sensitive)
+        call = self._call(
+            method,
+            path,
+            json=json,
+            params=params,
+            headers=headers,
+            timeout=timeout,
+            sensitive=sensitive,
+        )
         policy = retry if retry is not None else self.retry
         attempt = 0
         applied_before = False  # an earlier attempt may have been applied
@@ -289,6 +296,7 @@ class CapillaryClient:
         params: Mapping[str, str | int] | None = None,
         headers: Mapping[str, str] | None = None,
         timeout: Timeouts | float | _Unset | None = UNSET,
+        sensitive: bool = False,
     ) -> _Call:
         """What stays the same across the attempts of one request."""
         self._check_open()
@@ -301,7 +309,7 @@ class CapillaryClient:
             content=None if json is None else encode(json),
             headers=headers or {},
             timeout=self.timeout if isinstance(timeout, _Unset) else Timeouts.coerce(timeout),
-            sensitive=False,
+            sensitive=sensitive,
         )
 
     async def _attempt(

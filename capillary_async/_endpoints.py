@@ -22,6 +22,7 @@ __all__ = [
     "build_expiry_items",
     "expiry_body_is_data",
     "parse_reply",
+    "unexpected_shape",
 ]
 
 UPDATE_REDEMPTION_PATH = "/v2/points/updateRedemption"
@@ -63,15 +64,20 @@ def build_expiry_items(updates: Iterable[ExpiryUpdate | Mapping[str, Any]]) -> l
     return items
 
 
+def unexpected_shape(reply: Reply, exc: ValidationError) -> APIError:
+    """The error for an answer whose shape could not be read."""
+    return APIError(
+        f"unexpected response shape: {exc}",
+        status=reply.status,
+        body=reply.body,
+        request_id=reply.request_id,
+    )
+
+
 def parse_reply(cls: type[_R], reply: Reply) -> _R:
     """A result model from a reply, with the request id; a malformed answer is an ``APIError``."""
     try:
         result = from_wire(cls, reply.body)
     except ValidationError as exc:
-        raise APIError(
-            f"unexpected response shape: {exc}",
-            status=reply.status,
-            body=reply.body,
-            request_id=reply.request_id,
-        ) from exc
+        raise unexpected_shape(reply, exc) from exc
     return attrs.evolve(result, request_id=reply.request_id)  # type: ignore[misc]

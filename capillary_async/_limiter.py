@@ -35,7 +35,7 @@ MAX_COOLDOWN = 600.0
 
 def cooldown(seconds: float | None) -> float:
     """A pause made safe: none given is the default; NaN, negative or huge are bounded."""
-    if seconds is None or seconds != seconds:  # noqa: PLR0124 - NaN
+    if seconds is None or math.isnan(seconds):
         return DEFAULT_COOLDOWN
     return min(MAX_COOLDOWN, max(0.0, seconds))
 

@@ -19,9 +19,10 @@ from .._endpoints import (
     UPDATE_REDEMPTION_PATH,
     expiry_body_is_data,
     parse_reply,
+    unexpected_shape,
 )
 from .._enums import PointsAwardedRefType
-from .._exceptions import APIError, CapillaryError, ValidationError, excerpt
+from .._exceptions import CapillaryError, ValidationError, excerpt
 from .._models import ExpiryUpdate, ExpiryUpdateEntry, Redemption, RedemptionUpdate
 from .._types import AcceptFn, Reply, _Unset
 from ._outcomes import Lazy, Merged, OutcomeStatus, Verdict
@@ -163,12 +164,7 @@ class ExpirySpec:
         try:
             updates, failures, _, _ = split_expiry_envelope(reply.body)
         except ValidationError as exc:
-            raise APIError(
-                f"unexpected response shape: {exc}",
-                status=reply.status,
-                body=reply.body,
-                request_id=reply.request_id,
-            ) from exc
+            raise unexpected_shape(reply, exc) from exc
         return (updates, failures), reply.request_id
 
     def merge(self, chunk: Sequence[tuple[int, ExpiryUpdate]], result: Any) -> Merged:
