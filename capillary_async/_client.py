@@ -44,7 +44,7 @@ from ._limiter import Limiter, LocalLimiter
 from ._resources import PointsResource
 from ._retry import Action, decide
 from ._transport import AiohttpTransport, AsyncTransport, Request
-from ._types import UNSET, AcceptFn, Reply, _Unset
+from ._types import UNSET, AcceptFn, BeforeSend, Reply, _Unset
 from ._wire import checked_headers, decode, encode, has_errors, text, user_agent
 
 __all__ = ["CapillaryClient", "logger"]
@@ -320,17 +320,22 @@ class CapillaryClient:
         accept: AcceptFn | None = None,
         authenticate: bool = True,
         priority: bool = True,
+        before_send: BeforeSend | None = None,
     ) -> Reply | CapillaryError:
         """One attempt: the answer the caller wants, or the error it failed with (returned).
 
         It waits for a slot of the client's limiter first (``priority``: a single
         call, ahead of bulk work). The bulk engine calls this directly: it
-        applies ``decide`` per chunk itself.
+        applies ``decide`` per chunk itself, and passes ``before_send``, awaited
+        once the request has its slot and its credentials, just before it is
+        written (a journal marks its items in flight there; raising keeps it home).
         """
         if authenticate:  # (a token request is not an API call: not paced)
             await self.limiter.acquire(priority=priority)
         try:
-            reply = await self._send_authenticated(call, attempt, authenticate=authenticate)
+            reply = await self._send_authenticated(
+                call, attempt, authenticate=authenticate, before_send=before_send
+            )
         except TransportError as exc:
             return exc
         if reply.status not in RETRY_STATUSES:
@@ -374,12 +379,23 @@ class CapillaryClient:
             self._flow = self.auth.create_flow(self._post_unauthenticated, self.clock)
         return self._flow
 
-    async def _send_authenticated(self, call: _Call, attempt: int, *, authenticate: bool) -> Reply:
+    async def _send_authenticated(
+        self,
+        call: _Call,
+        attempt: int,
+        *,
+        authenticate: bool,
+        before_send: BeforeSend | None = None,
+    ) -> Reply:
         """One attempt, renewing the token once if the server refuses it (401/498)."""
         if not authenticate:
+            if before_send is not None:
+                await before_send()
             return await self._send_once(call, {}, attempt)
         flow = self._auth_flow()
         auth_headers = await _before_send(flow.headers())
+        if before_send is not None:
+            await before_send()
         reply = await self._send_once(call, auth_headers, attempt)
         if reply.status in (401, 498) and await flow.renew(auth_headers):
             logger.info(

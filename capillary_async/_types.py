@@ -5,12 +5,12 @@ They live here, below both, so that neither imports the other to get them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
 import attrs
 
-__all__ = ["UNSET", "AcceptFn", "Reply"]
+__all__ = ["UNSET", "AcceptFn", "BeforeSend", "Reply"]
 
 
 class _Unset:
@@ -34,6 +34,8 @@ UNSET: Final = _Unset()
 
 #: Decides whether a non-2xx (or error-envelope) answer is data for the caller.
 AcceptFn = Callable[[int, Any], bool]
+#: Awaited just before a request is written, once it has its slot and credentials.
+BeforeSend = Callable[[], Awaitable[None]]
 
 
 @attrs.frozen

@@ -17,10 +17,11 @@ hands out an outcome, gives back its token and frees its key.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import logging
 from collections import deque
-from collections.abc import AsyncIterable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterable, Iterable, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
@@ -29,15 +30,15 @@ import attrs
 from anyio.streams.memory import MemoryObjectSendStream
 
 from .._config import Clock, RetryPolicy
-from .._exceptions import CapillaryError, ValidationError, excerpt
+from .._exceptions import CapillaryError, excerpt
 from .._limiter import Limiter, LocalLimiter
 from .._retry import maybe_applied
 from ._chunker import Chunker
-from ._files import InputRow
 from ._flow import Chunk, Gate, Signal, send_fast
 from ._options import BulkOptions
 from ._outcomes import ItemOutcome, OutcomeStatus, Progress
 from ._pacing import Budget, Pacer, RetryBudget
+from ._reader import Reading
 from ._recovery import Recovery
 from ._report import MAX_ANOMALIES, BulkReport
 from ._specs import BulkSpec
@@ -75,7 +76,7 @@ class JobHooks(Protocol):
         ...
 
 
-class Job(Recovery, Generic[ItemT, ResultT]):
+class Job(Reading[ItemT], Recovery, Generic[ItemT, ResultT]):
     """One run of the engine over one input."""
 
     def __init__(
@@ -130,6 +131,13 @@ class Job(Recovery, Generic[ItemT, ResultT]):
         self._out: MemoryObjectSendStream[ItemOutcome] | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
         self._parked: set[anyio.CancelScope] = set()
+        #: Chunks waiting for a slot of the job's or the client's pace (not yet sent).
+        self._waiting: set[anyio.CancelScope] = set()
+        #: The pending read of an async input, if one is pending.
+        self._reading: anyio.CancelScope | None = None
+        #: Whether a stop abandoned a pending read of the input.
+        self._abandoned = False
+        self._patience = options.flush_after if options.flush_after is not None else 1.0
 
     @property
     def chunk_size(self) -> int:
@@ -157,17 +165,24 @@ class Job(Recovery, Generic[ItemT, ResultT]):
     def stop(self, reason: str, *, drain: bool = True) -> None:
         """Send nothing more: requests in flight finish, items not sent end ``not_attempted``.
 
-        With ``drain=False`` the rest of the input is not read at all (a journal
-        knows those items are still pending), so the report covers only what
-        was read.
+        Chunks waiting for a pace slot or a retry stay home. With ``drain=False``
+        the rest of the input is not read at all (a pending read of an async
+        input is abandoned; a journal knows those items are still pending), so
+        the report covers only what was read. Draining reads on until the
+        input ends or makes the job wait ``flush_after`` seconds (1 s when it
+        is None) for its next item.
         """
         if not drain:
             self._drain = False
+            if self._reading is not None:
+                self._reading.cancel()
+        elif self._reading is not None and not self._stopping:
+            self._reading.deadline = anyio.current_time() + self._patience
         if not self._stopping:
             self._stopping = True
             self.report.stop_reason = reason
             logger.warning("bulk job stopping: %s", reason)
-            for scope in self._parked:  # chunks waiting to retry settle now
+            for scope in (*self._parked, *self._waiting):  # waiting chunks settle now
                 scope.cancel()
             self._changed.set()
             self._work.set()
@@ -281,84 +296,6 @@ class Job(Recovery, Generic[ItemT, ResultT]):
         elif report.anomaly_count == MAX_ANOMALIES + 1:
             logger.warning("bulk job: more anomalies; they are counted, not logged")
 
-    # -- reading -----------------------------------------------------------------------------
-
-    async def _reader(self) -> None:
-        items = self.items
-        try:
-            if isinstance(items, AsyncIterable):
-                iterator = aiter(items)
-                try:
-                    async for raw in iterator:
-                        if self._stopping and not self._drain:
-                            break
-                        await self._take(raw)
-                finally:
-                    close = getattr(iterator, "aclose", None)
-                    if close is not None:
-                        with anyio.CancelScope(shield=True):
-                            await close()
-            else:
-                sync_iterator = iter(items)
-                try:
-                    for raw in sync_iterator:
-                        if self._stopping and not self._drain:
-                            break
-                        await self._take(raw)
-                finally:
-                    close_sync = getattr(sync_iterator, "close", None)
-                    if close_sync is not None:
-                        close_sync()  # a file reader closes its file now, not at collection
-        finally:
-            self._input_done = True
-            self._changed.set()
-
-    async def _take(self, raw: Any) -> None:
-        """Hold one input item: a token first, so the input is read no faster than it drains."""
-        await self._held.take()
-        index = self._read
-        self._read += 1
-        if index % 256 == 255:
-            await anyio.lowlevel.checkpoint()  # stay fair to the workers on a fast input
-        if isinstance(raw, InputRow):
-            self._lines[index] = raw.line
-        if self.hooks is not None:
-            earlier = await self.hooks.before(index, raw)
-            if earlier is not None:
-                self._lines.pop(index, None)
-                await self._final([earlier], placed=False)
-                return
-        data = raw.data if isinstance(raw, InputRow) else raw
-        if self._stopping:
-            await self._final([self._outcome(index, data, NOT_ATTEMPTED)], placed=False)
-            return
-        try:
-            item = self._prepare(raw)
-        except ValidationError as exc:
-            outcome = self._outcome(index, data, INVALID, None, exc.code, excerpt(str(exc)))
-            await self._final([attrs.evolve(outcome, settled=True)], placed=False)
-            return
-        if self.options.dry_run:
-            await self._final([self._outcome(index, item, NOT_ATTEMPTED)], placed=False)
-            return
-        self.chunker.add(index, item)
-        self._changed.set()
-
-    def _prepare(self, raw: Any) -> ItemT:
-        prepare: Callable[[Any], ItemT] = self.spec.prepare
-        if not isinstance(raw, InputRow):
-            return prepare(raw)
-        where = f"line {raw.line}"
-        if raw.error is not None:
-            raise ValidationError("", raw.error)  # the reader's words name the line
-        try:
-            return prepare(raw.data)
-        except ValidationError as exc:
-            field = f"{where}: {exc.field}" if exc.field else where
-            raise ValidationError(field, exc.reason, code=exc.code) from None
-        except RecursionError:  # the reader bounds nesting; a row must never end the job
-            raise ValidationError(where, "nested too deeply to read") from None
-
     # -- packing -------------------------------------------------------------------------------
 
     async def _packer(self) -> None:
@@ -425,44 +362,71 @@ class Job(Recovery, Generic[ItemT, ResultT]):
             await self._final(self._ended(chunk.items, status, error), chunk=chunk)
 
     async def _process(self, chunk: Chunk) -> None:
-        await self.pacer.wait_turn()
-        error: CapillaryError | None = None
-        async with self.pacer.limiter:
-            # A stop while this chunk waited for a slot keeps it home.
-            if self._stopping:
-                await self._settle_unsent(chunk)
-                return
-            items = [item for _, item in chunk.items]
-            if self.hooks is not None and chunk.attempt == 0 and not chunk.split:
-                try:
-                    await self.hooks.on_send(chunk.items)  # a journal marks them in flight
-                except Exception as exc:  # noqa: BLE001 - whatever it was, this chunk must not go
-                    # Unrecorded, a request could not be told apart from one never
-                    # sent on a resume: nothing more goes out.
-                    self.stop(f"could not record a chunk before sending it ({_describe(exc)})")
-                    await self._final(self._ended(chunk.items, NOT_ATTEMPTED), chunk=chunk)
-                    return
-                if self.stopping():  # stopped while it was being recorded: it stays home
-                    await self._settle_unsent(chunk)
-                    return
-            report = self.report
-            report.requests += 1
-            if chunk.attempt:
-                report.retried_requests += 1
-            elif chunk.split:
-                report.split_requests += 1
-            else:
-                self._sent += len(items)
-            chunk.attempt += 1
-            try:
-                result, request_id = await self.spec.send(items)
-            except CapillaryError as exc:
-                error = exc
-        if error is not None:
-            await self._on_error(chunk, error)
+        waiting = anyio.CancelScope()  # cancelled by a stop until the request goes out
+        self._waiting.add(waiting)
+        sent: tuple[Any, str | None] | CapillaryError | None = None
+        try:
+            with waiting:
+                sent = await self._send(chunk, waiting)
+        except _KeptHomeError:
+            sent = None
+        except _NotRecordedError as exc:
+            # Unrecorded, a request could not be told apart from one never sent
+            # on a resume: nothing more goes out.
+            self.stop(f"could not record a chunk before sending it ({exc})")
+            await self._final(self._ended(chunk.items, NOT_ATTEMPTED), chunk=chunk)
+            return
+        finally:
+            self._waiting.discard(waiting)
+        if sent is None or waiting.cancelled_caught:  # stopped before it went out
+            await self._settle_unsent(chunk)
+            return
+        if isinstance(sent, CapillaryError):
+            await self._on_error(chunk, sent)
         else:
-            await self._on_result(chunk, result, request_id)
+            await self._on_result(chunk, *sent)
         await self._report_progress()
+
+    async def _send(
+        self, chunk: Chunk, waiting: anyio.CancelScope
+    ) -> tuple[Any, str | None] | CapillaryError:
+        """One attempt of a chunk, once the job's pace lets it: the answer, or the error."""
+        await self.pacer.wait_turn()
+        async with self.pacer.limiter:
+            if self._stopping:  # a stop while this chunk waited for a slot
+                raise _KeptHomeError
+            items = [item for _, item in chunk.items]
+            try:
+                return await self.spec.send(items, functools.partial(self._going, chunk, waiting))
+            except (_KeptHomeError, _NotRecordedError):
+                raise
+            except CapillaryError as exc:
+                return exc
+
+    async def _going(self, chunk: Chunk, waiting: anyio.CancelScope) -> None:
+        """Every slot is taken and the request is about to be written.
+
+        From here a stop lets it finish, and a journal marks its items in flight.
+        """
+        if self._stopping:
+            raise _KeptHomeError
+        self._waiting.discard(waiting)
+        if self.hooks is not None and chunk.attempt == 0 and not chunk.split:
+            try:
+                await self.hooks.on_send(chunk.items)
+            except Exception as exc:  # noqa: BLE001 - whatever it was, this chunk must not go
+                raise _NotRecordedError(_describe(exc)) from None
+            if self._stopping:  # stopped while it was being recorded: it stays home
+                raise _KeptHomeError
+        report = self.report
+        report.requests += 1
+        if chunk.attempt:
+            report.retried_requests += 1
+        elif chunk.split:
+            report.split_requests += 1
+        else:
+            self._sent += len(chunk.items)
+        chunk.attempt += 1
 
     async def _on_result(self, chunk: Chunk, result: ResultT, request_id: str | None) -> None:
         self.budget.refund()
@@ -499,6 +463,18 @@ class Job(Recovery, Generic[ItemT, ResultT]):
                 )
             )
         await self._final(outcomes, chunk=chunk)
+
+
+class _KeptHomeError(CapillaryError):
+    """The job stopped before this chunk's request went out: it stays home."""
+
+    before_send = True
+
+
+class _NotRecordedError(CapillaryError):
+    """The journal could not record a chunk before its request: it stays home."""
+
+    before_send = True
 
 
 def _describe(exc: BaseException) -> str:

@@ -24,7 +24,7 @@ from .._endpoints import (
 from .._enums import PointsAwardedRefType
 from .._exceptions import CapillaryError, ValidationError, excerpt
 from .._models import ExpiryUpdate, ExpiryUpdateEntry, Redemption, RedemptionUpdate
-from .._types import AcceptFn, Reply, _Unset
+from .._types import AcceptFn, BeforeSend, Reply, _Unset
 from ._outcomes import Lazy, Merged, OutcomeStatus, Verdict
 
 if TYPE_CHECKING:
@@ -56,8 +56,13 @@ class BulkSpec(Protocol[ItemT, ResultT]):
         """Whether sending the item twice is safe."""
         ...
 
-    async def send(self, items: list[ItemT]) -> tuple[ResultT, str | None]:
-        """One attempt, no retries: the answer and its request id, or a ``CapillaryError``."""
+    async def send(
+        self, items: list[ItemT], before_send: BeforeSend | None = None
+    ) -> tuple[ResultT, str | None]:
+        """One attempt, no retries: the answer and its request id, or a ``CapillaryError``.
+
+        ``before_send`` is awaited once the request has every slot and is about to go.
+        """
         ...
 
     def merge(self, chunk: Sequence[tuple[int, ItemT]], result: ResultT) -> Merged:
@@ -80,10 +85,15 @@ async def _attempt(  # noqa: PLR0917 - one request, spelled out
     body: Any,
     timeout: Timeouts | float | _Unset | None,
     accept: AcceptFn | None,
+    before_send: BeforeSend | None,
 ) -> Reply:
     """One request, one attempt; its failure raised as it is."""
     outcome = await client._attempt(
-        client._call(method, path, json=body, timeout=timeout), 1, accept=accept, priority=False
+        client._call(method, path, json=body, timeout=timeout),
+        1,
+        accept=accept,
+        priority=False,
+        before_send=before_send,
     )
     if isinstance(outcome, CapillaryError):
         raise outcome
@@ -151,7 +161,9 @@ class ExpirySpec:
     def idempotent(self, item: ExpiryUpdate) -> bool:
         return item.idempotent
 
-    async def send(self, items: list[ExpiryUpdate]) -> tuple[Any, str | None]:
+    async def send(
+        self, items: list[ExpiryUpdate], before_send: BeforeSend | None = None
+    ) -> tuple[Any, str | None]:
         # One attempt: the engine decides about retries, per chunk and item.
         reply = await _attempt(
             self._client,
@@ -160,6 +172,7 @@ class ExpirySpec:
             {EXPIRY_LIST_FIELD: to_wire(items)},
             self._timeout,
             expiry_body_is_data,
+            before_send,
         )
         try:
             updates, failures, _, _ = split_expiry_envelope(reply.body)
@@ -286,10 +299,18 @@ class RedemptionSpec:
     def idempotent(self, item: RedemptionUpdate) -> bool:
         return item.idempotent
 
-    async def send(self, items: list[RedemptionUpdate]) -> tuple[Redemption, str | None]:
+    async def send(
+        self, items: list[RedemptionUpdate], before_send: BeforeSend | None = None
+    ) -> tuple[Redemption, str | None]:
         (item,) = items
         reply = await _attempt(
-            self._client, "PUT", UPDATE_REDEMPTION_PATH, to_wire(item), self._timeout, None
+            self._client,
+            "PUT",
+            UPDATE_REDEMPTION_PATH,
+            to_wire(item),
+            self._timeout,
+            None,
+            before_send,
         )
         return parse_reply(Redemption, reply), reply.request_id
 

@@ -77,10 +77,21 @@ class OutcomeStream:
     def stop(self, reason: str = "stopped by the caller", *, drain: bool = False) -> None:
         """End the job gracefully: requests in flight finish, nothing more is sent.
 
-        Keep iterating to collect the outcomes still to come. Items read but not
-        sent end ``not_attempted``. The rest of the input is left unread, so a
-        queue-fed worker can stop (the report covers what was read); with
-        ``drain=True`` it is read to the end, and every item gets an outcome.
+        Keep iterating to collect the outcomes still to come; the iteration ends
+        promptly, whatever the input is doing. Every item the input handed over
+        gets exactly one outcome: items read but not sent (chunks still being
+        built, or waiting for a slot of the pace or for a retry) end
+        ``not_attempted``, so a queue-fed worker can requeue exactly those. The
+        rest of the input is left unread: the stop is checked before each item
+        is taken, and a pending read of an async input (a queue that waits) is
+        abandoned, which for an ``asyncio.Queue`` loses nothing. A synchronous
+        input is never waited on (its ``next()`` cannot be interrupted, so it
+        must not block).
+
+        With ``drain=True`` the input is read on, each item ending
+        ``not_attempted``, until it ends or makes the job wait ``flush_after``
+        seconds (1 s when that is None) for its next item: a queue that has gone
+        quiet is then abandoned as above, not waited on for ever.
         """
         self._job.stop(reason, drain=drain)
 

@@ -1,0 +1,175 @@
+"""The reader of a job: the input pulled lazily, one held-item token per item.
+
+A mixin of ``Job``. An item the input hands over always gets exactly one
+outcome; a stop is checked before the next item is taken, and a pending read of
+an async input (a queue that waits) is abandoned rather than waited on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import anyio
+import attrs
+
+from .._exceptions import ValidationError, excerpt
+from ._chunker import Chunker
+from ._files import InputRow
+from ._flow import Chunk, Gate, Signal
+from ._options import BulkOptions
+from ._outcomes import ItemOutcome, OutcomeStatus
+from ._specs import BulkSpec
+
+if TYPE_CHECKING:
+    from ._job import JobHooks
+
+__all__ = ["Reading"]
+
+ItemT = TypeVar("ItemT")
+INVALID, NOT_ATTEMPTED = OutcomeStatus.INVALID, OutcomeStatus.NOT_ATTEMPTED
+
+
+class Reading(Generic[ItemT]):
+    """Reading the input into the chunker, and stopping that promptly."""
+
+    spec: BulkSpec[ItemT, Any]
+    items: Iterable[Any] | AsyncIterable[Any]
+    options: BulkOptions
+    hooks: JobHooks | None
+    chunker: Chunker[ItemT]
+    _held: Gate
+    _changed: Signal
+    _stopping: bool
+    _drain: bool
+    _read: int
+    _lines: dict[int, int]
+    _input_done: bool
+    #: The pending read of an async input, if one is pending.
+    _reading: anyio.CancelScope | None
+    #: Whether a stop abandoned a pending read of the input.
+    _abandoned: bool
+    #: How long a draining stop waits for the input's next item.
+    _patience: float
+
+    if TYPE_CHECKING:
+
+        def _outcome(  # noqa: PLR0917 - the fields of ItemOutcome, in its order
+            self,
+            index: int,
+            item: Any,
+            status: OutcomeStatus,
+            update: Any = None,
+            code: int | None = None,
+            message: str | None = None,
+            request_id: str | None = None,
+            settled: bool = False,
+        ) -> ItemOutcome: ...
+
+        async def _final(
+            self,
+            outcomes: Sequence[ItemOutcome],
+            *,
+            chunk: Chunk | None = None,
+            placed: bool = True,
+        ) -> None: ...
+
+    async def _reader(self) -> None:
+        items = self.items
+        try:
+            if isinstance(items, AsyncIterable):
+                await self._read_async(aiter(items))
+            else:
+                sync_iterator = iter(items)
+                try:
+                    # The stop is checked before each item is taken out of the input:
+                    # an item it hands over always gets its outcome.
+                    while self._drain or not self._stopping:
+                        try:
+                            raw = next(sync_iterator)
+                        except StopIteration:
+                            break
+                        await self._take(raw)
+                finally:
+                    close_sync = getattr(sync_iterator, "close", None)
+                    if close_sync is not None:
+                        close_sync()  # a file reader closes its file now, not at collection
+        finally:
+            self._input_done = True
+            self._changed.set()
+
+    async def _read_async(self, iterator: AsyncIterator[Any]) -> None:
+        """Read an async input; a pending read is abandoned when the job stops.
+
+        A queue-fed input may wait for ever: each read runs in a cancel scope
+        that ``stop()`` cancels (or, draining, gives a deadline), so a stop
+        never waits on the input. anyio does not cancel a read that has already
+        produced its item, so an item taken out of the input is never dropped.
+        """
+        try:
+            while self._drain or not self._stopping:
+                with anyio.CancelScope() as scope:
+                    self._reading = scope
+                    if self._stopping:  # draining: read on while the input keeps up
+                        scope.deadline = anyio.current_time() + self._patience
+                    try:
+                        raw = await anext(iterator)
+                    except StopAsyncIteration:
+                        return
+                    finally:
+                        self._reading = None
+                if scope.cancelled_caught:
+                    self._abandoned = True
+                    return
+                await self._take(raw)
+        finally:
+            close = getattr(iterator, "aclose", None)
+            if close is not None:
+                with anyio.CancelScope(shield=True):
+                    await close()
+
+    async def _take(self, raw: Any) -> None:
+        """Hold one input item: a token first, so the input is read no faster than it drains."""
+        await self._held.take()
+        index = self._read
+        self._read += 1
+        if index % 256 == 255:
+            await anyio.lowlevel.checkpoint()  # stay fair to the workers on a fast input
+        if isinstance(raw, InputRow):
+            self._lines[index] = raw.line
+        if self.hooks is not None:
+            earlier = await self.hooks.before(index, raw)
+            if earlier is not None:
+                self._lines.pop(index, None)
+                await self._final([earlier], placed=False)
+                return
+        data = raw.data if isinstance(raw, InputRow) else raw
+        if self._stopping:
+            await self._final([self._outcome(index, data, NOT_ATTEMPTED)], placed=False)
+            return
+        try:
+            item = self._prepare(raw)
+        except ValidationError as exc:
+            outcome = self._outcome(index, data, INVALID, None, exc.code, excerpt(str(exc)))
+            await self._final([attrs.evolve(outcome, settled=True)], placed=False)
+            return
+        if self.options.dry_run:
+            await self._final([self._outcome(index, item, NOT_ATTEMPTED)], placed=False)
+            return
+        self.chunker.add(index, item)
+        self._changed.set()
+
+    def _prepare(self, raw: Any) -> ItemT:
+        prepare: Callable[[Any], ItemT] = self.spec.prepare
+        if not isinstance(raw, InputRow):
+            return prepare(raw)
+        where = f"line {raw.line}"
+        if raw.error is not None:
+            raise ValidationError("", raw.error)  # the reader's words name the line
+        try:
+            return prepare(raw.data)
+        except ValidationError as exc:
+            field = f"{where}: {exc.field}" if exc.field else where
+            raise ValidationError(field, exc.reason, code=exc.code) from None
+        except RecursionError:  # the reader bounds nesting; a row must never end the job
+            raise ValidationError(where, "nested too deeply to read") from None
