@@ -4,10 +4,12 @@ Wire names are derived once per class (camelCase, ``_iso`` -> ``ISO``,
 ``standardMeta`` keys unchanged) and compiled into cattrs' generated
 functions through a hook factory. Unset optional fields are left out, never
 sent as null. Request models refuse unknown keys (a misspelt field in an input
-file must not vanish silently); result models tolerate them, and read each
-field leniently through their attrs converters (see ``_models``): structuring an
-answer fails only when its top level, or one of its item lists, is not the
-container the docs promise.
+file must not vanish silently), and a required field's "is required" names the
+unknown keys beside it, with the missing name one resembles (``did you mean
+'pointsAwardedRefId'?``): a misspelling is the usual cause. Result models
+tolerate unknown keys, and read each field leniently through their attrs
+converters (see ``_models``): structuring an answer fails only when its top
+level, or one of its item lists, is not the container the docs promise.
 
 Structuring first runs a fast converter; only when that fails is the input run
 again through a detailed one, whose error tree becomes a ``ValidationError``
@@ -16,8 +18,10 @@ with a wire path such as ``expiryDateUpdateRequest[3].expiryDate.expiryValue``.
 
 from __future__ import annotations
 
+import difflib
 import enum
 import functools
+import heapq
 import typing
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime
@@ -340,6 +344,58 @@ def _unknown_keys(path: str, keys: Iterable[object], code: int | None = None) ->
     )
 
 
+_HINTED = 3  # unknown keys named beside a missing field; the rest are counted
+_GUESSED = 100  # an object with more unknown keys gets no guess: they are no misspelling
+
+
+def _fold(name: str) -> str:
+    """A name as compared for a likely misspelling: case, ``_`` and ``-`` ignored."""
+    return name.lower().replace("_", "").replace("-", "")
+
+
+def _likely(key: str, wanted: Mapping[str, str]) -> str | None:
+    """The missing wire name ``key`` is most likely a misspelling of, if one is close."""
+    found = difflib.get_close_matches(_fold(key), list(wanted), n=1, cutoff=0.75)
+    return wanted[found[0]] if found else None
+
+
+def _key_order(key: object) -> tuple[bool, str]:
+    return (True, type(key).__name__) if not isinstance(key, str) else (False, key)
+
+
+def _with_unknown_keys(
+    missing: ValidationError, path: str, keys: Iterable[object], wanted: Iterable[str]
+) -> ValidationError:
+    """``missing`` ("is required") naming the unknown keys the same object holds.
+
+    A required field is most often missing because its key is misspelt: a few
+    keys are named with their path (bounded, the rest counted), a likely
+    misspelling first, with the missing name it resembles.
+    """
+    folded = {_fold(name): name for name in wanted}
+    longest = max(map(len, folded), default=0)
+    keys = list(keys)
+    guessed: list[tuple[object, str | None]] = []
+    if len(keys) <= _GUESSED:  # past that, the keys are no misspelling
+        plausible = [key for key in keys if isinstance(key, str) and len(key) <= longest + 3]
+        for candidate in sorted(plausible):
+            guess = _likely(candidate, folded)
+            if guess is not None and len(guessed) < _HINTED:
+                guessed.append((candidate, guess))
+    hinted = {id(key) for key, _ in guessed}
+    others = (key for key in keys if id(key) not in hinted)
+    guessed += [(key, None) for key in heapq.nsmallest(_HINTED - len(guessed), others, _key_order)]
+    named = []
+    for key, guess in guessed:
+        name = _key_name(key)
+        text = f"'{_join(path, name)}'" if isinstance(key, str) else name
+        named.append(text + (f" (did you mean '{_join(path, guess)}'?)" if guess else ""))
+    more = f" and {len(keys) - len(named):,} more" if len(keys) > len(named) else ""
+    has = "an unknown key" if len(keys) == 1 else "unknown keys"
+    reason = f"{missing.reason}; the input has {has} {', '.join(named)}{more}"
+    return ValidationError(missing.field, reason, code=missing.code)
+
+
 def _describe(exc: BaseException) -> str:
     """A foreign exception's text, bounded; ``str()`` itself may fail (a huge int's repr)."""
     try:
@@ -360,7 +416,10 @@ def _translate(exc: BaseException, cls: type[Any] | None, path: str) -> Validati
             for note in getattr(sub, "__notes__", ()):
                 if isinstance(note, AttributeValidationNote) and owner is not None:
                     if isinstance(sub, KeyError):
-                        return _missing(owner, note.name, _join(path, wire_name(owner, note.name)))
+                        missing = _missing(
+                            owner, note.name, _join(path, wire_name(owner, note.name))
+                        )
+                        return _missing_beside_unknown(missing, exc, owner, path)
                     sub_path = _join(path, wire_name(owner, note.name))
                     sub_cls = _field_model(owner, note.name)
                 elif isinstance(note, IterableValidationNote):
@@ -372,6 +431,23 @@ def _translate(exc: BaseException, cls: type[Any] | None, path: str) -> Validati
     if isinstance(exc, (TypeError, AttributeError)) and cls is not None and attrs.has(cls):
         return ValidationError(path, "expected a JSON object")
     return ValidationError(path, f"invalid value: {_describe(exc)}")
+
+
+def _missing_beside_unknown(
+    missing: ValidationError, exc: BaseValidationError, owner: type[Any], path: str
+) -> ValidationError:
+    """A missing field's error, naming the unknown keys of the same object, if it has any."""
+    unknown: list[object] = []
+    wanted: list[str] = []
+    for sub in exc.exceptions:
+        if isinstance(sub, ForbiddenExtraKeysError):
+            unknown.extend(sub.extra_fields)
+        elif isinstance(sub, KeyError):
+            notes = getattr(sub, "__notes__", ())
+            wanted += [
+                wire_name(owner, n.name) for n in notes if isinstance(n, AttributeValidationNote)
+            ]
+    return _with_unknown_keys(missing, path, unknown, wanted) if unknown else missing
 
 
 def _field_model(owner: type[Any], attribute: str) -> type[Any] | None:
@@ -469,7 +545,12 @@ def from_wire(cls: type[T], data: Any, *, strict: bool = False, path: str = "") 
     try:
         return (_strict if strict else _detailed).structure(data, cls)
     except Exception as exc:  # noqa: BLE001 - any structuring failure is bad input
-        raise _translate(exc, cls, path) from None
+        # Paths within ``data`` (as the reason quotes them), then ``path`` before the field.
+        error = _translate(exc, cls, "")
+        if not path:
+            raise error from None
+        field = _join(path, error.field) if error.field else path
+        raise ValidationError(field, error.reason, code=error.code) from None
 
 
 def ensure(cls: type[T], value: Any, *, path: str = "") -> T:

@@ -552,6 +552,17 @@ def test_a_2mb_value_gives_a_short_message(build: Callable[[str], Any], field: s
         (lambda d: d.update({BIG: 1}), None),
         (lambda d: d.update({f"k{i}": 1 for i in range(10_000)}), None),
         (lambda d: d["customMeta"].update({BIG: 5}), None),
+        # a missing field names the unknown keys beside it, bounded and escaped
+        (lambda d: d.update({"programI\ud800": d.pop("programId")}), "programId"),
+        (lambda d: d.update({BIG: d.pop("programId")}), "programId"),
+        (
+            lambda d: (d.pop("programId"), d.update({f"k{i}": 1 for i in range(10_000)})),
+            "programId",
+        ),
+        (
+            lambda d: d["expiryDate"].update({BIG: d["expiryDate"].pop("expiryType")}),
+            "expiryDate.expiryType",
+        ),
         (lambda d: d.update(pointsAwardedRefType=BIG), "pointsAwardedRefType"),
         (lambda d: d.update(programId=BIG), "programId"),
         (lambda d: d.update(programId=[deeply_nested()]), "programId"),
