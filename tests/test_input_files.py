@@ -1,13 +1,17 @@
-"""Input files as operators save them: misspelt keys.
+"""Input files as operators save them: misspelt keys, other encodings.
 
-A row that cannot be used names its line and why.
+A row that cannot be used names its line and why; a file that cannot be used
+at all (UTF-16, Windows-1252) is refused before anything is sent,
+by ``InputFile.check()``, when iteration starts, and by the command line (exit 2).
 """
 
 from __future__ import annotations
 
 import copy
 import csv
+import io
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +20,27 @@ import pytest
 from capillary_async import (
     BearerToken,
     ExpiryUpdate,
+    InputError,
+    InputFile,
     RedemptionUpdate,
     ValidationError,
     from_wire,
 )
+from capillary_async._bulk import _files
+from capillary_async._bulk._files import open_input
 from capillary_async.cli import main
 
 from .conftest import EXPIRY_ITEM, REDEMPTION_REQUEST
+
+COLUMNS = [
+    "identifierName",
+    "identifierValue",
+    "programId",
+    "pointsAwardedRefId",
+    "pointsAwardedRefType",
+    "expiryDate.expiryType",
+    "expiryUpdateReasonNote",
+]
 
 
 def wire_error(data: Any, cls: type[Any] = ExpiryUpdate, **kwargs: Any) -> ValidationError:
@@ -32,7 +50,7 @@ def wire_error(data: Any, cls: type[Any] = ExpiryUpdate, **kwargs: Any) -> Valid
 
 
 def item(n: int = 0, note: str = "Prolongé") -> dict[str, Any]:
-    """One valid expiry row."""
+    """One valid expiry row; its note is where an accent (and an encoding) shows."""
     return {
         "identifierName": "mobile",
         "identifierValue": f"91999999{n:04d}",
@@ -42,6 +60,34 @@ def item(n: int = 0, note: str = "Prolongé") -> dict[str, Any]:
         "expiryDate": {"expiryType": "IMMEDIATE"},
         "expiryUpdateReasonNote": f"{note} {n}",
     }
+
+
+def csv_text(rows: int, separator: str = ",", note: str = "Prolongé") -> str:
+    lines = [separator.join(COLUMNS)]
+    for n in range(rows):
+        row = item(n, note)
+        cells = [*(str(row[c]) for c in COLUMNS[:5]), "IMMEDIATE", row["expiryUpdateReasonNote"]]
+        lines.append(separator.join(cells))
+    return "\r\n".join(lines) + "\r\n"  # as Excel ends its lines
+
+
+def jsonl_text(rows: int, note: str = "Prolongé") -> str:
+    return "".join(json.dumps(item(n, note), ensure_ascii=False) + "\n" for n in range(rows))
+
+
+#: Where the first row's "é" is, in a CSV and in JSON lines.
+CSV_E = csv_text(1).splitlines()[1].index("é") + 1
+JSON_E = jsonl_text(1).index("é") + 1
+
+
+def refused(path: Path) -> str:
+    """The ``InputError`` of ``check()``, which iteration raises as well."""
+    with pytest.raises(InputError) as checked:
+        InputFile(path).check()
+    with pytest.raises(InputError) as iterated:
+        next(iter(InputFile(path)))
+    assert str(iterated.value) == str(checked.value)
+    return str(checked.value)
 
 
 # -- a misspelt key ------------------------------------------------------------------------------
@@ -158,3 +204,148 @@ def test_a_jsonl_row_with_a_misspelt_key_is_invalid_naming_the_key(
         "'pointsAwardedRefld' (did you mean 'pointsAwardedRefId'?) (Capillary code 8937)"
     )
     assert "'pointsAwardedRefld'" in capsys.readouterr().out
+
+
+# -- other encodings -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        (
+            "in.csv",
+            b"\xff\xfe" + csv_text(3).encode("utf-16-le"),
+            "line 1: the file starts with a UTF-16 byte-order mark (0xff 0xfe): it is UTF-16 text",
+        ),
+        (
+            "in.csv",
+            b"\xfe\xff" + csv_text(3).encode("utf-16-be"),
+            "line 1: the file starts with a UTF-16 byte-order mark (0xfe 0xff)",
+        ),
+        (
+            "in.jsonl",
+            jsonl_text(3).encode("utf-32"),
+            "line 1: the file starts with a UTF-32 byte-order mark (0xff 0xfe 0x00 0x00)",
+        ),
+        (
+            "in.jsonl",
+            jsonl_text(3).encode("utf-16-le"),
+            "line 1: holds NUL bytes (0x00), as UTF-16 or UTF-32 text does",
+        ),
+        (
+            "in.csv",
+            csv_text(200).encode("cp1252"),
+            (
+                f"line 2: not valid UTF-8 (byte 0xe9 at character {CSV_E}), and neither are "
+                "199 more of the first 201 lines, while none is UTF-8 past ASCII"
+            ),
+        ),
+        (
+            "in.jsonl",
+            jsonl_text(3).encode("latin-1"),
+            f"line 1: not valid UTF-8 (byte 0xe9 at character {JSON_E}), and neither are 2 more",
+        ),
+    ],
+    ids=["utf-16-le", "utf-16-be", "utf-32", "utf-16 without a mark", "cp1252 csv", "latin-1"],
+)
+def test_a_file_in_another_encoding_is_refused_before_a_row_is_used(
+    tmp_path: Path, name: str, content: bytes, expected: str
+) -> None:
+    source = tmp_path / name
+    source.write_bytes(content)
+    message = refused(source)
+    assert message.startswith(expected), message
+    assert message.endswith('save it as UTF-8 (Excel: "CSV UTF-8"). Nothing was sent')
+
+
+@pytest.mark.parametrize("mark", [b"", b"\xef\xbb\xbf"], ids=["plain", "with a mark"])
+@pytest.mark.parametrize("name", ["in.csv", "in.jsonl"])
+def test_utf8_with_accents_is_read(tmp_path: Path, name: str, mark: bytes) -> None:
+    source = tmp_path / name
+    text = csv_text(3) if name.endswith(".csv") else jsonl_text(3)
+    source.write_bytes(mark + text.encode("utf-8"))
+    InputFile(source).check()
+    rows = list(InputFile(source))
+    assert [row.error for row in rows] == [None] * 3
+    assert [row.data["expiryUpdateReasonNote"] for row in rows] == [
+        "Prolongé 0",
+        "Prolongé 1",
+        "Prolongé 2",
+    ]
+
+
+def test_stray_bytes_in_a_file_that_is_utf8_otherwise_spoil_only_their_rows(
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "in.jsonl"
+    lines = jsonl_text(4).encode("utf-8").splitlines(keepends=True)
+    lines[1] = lines[1].replace("é".encode(), b"\xe9")  # two lines pasted from elsewhere
+    lines[3] = lines[3].replace("é".encode(), b"\xe9")
+    source.write_bytes(b"".join(lines))
+    InputFile(source).check()
+    errors = [row.error for row in InputFile(source)]
+    assert errors[0] is None
+    assert errors[2] is None
+    assert "line 2: not valid UTF-8 (byte 0xe9" in str(errors[1])
+    assert "line 4: not valid UTF-8 (byte 0xe9" in str(errors[3])
+
+
+def test_past_the_screened_start_a_stray_byte_spoils_only_its_row(tmp_path: Path) -> None:
+    source = tmp_path / "in.jsonl"
+    ascii_rows = 1 + _files.SCREENED // len(json.dumps(item(0, "Extended")))
+    latin = jsonl_text(3).encode("latin-1")  # as if appended from another export
+    source.write_bytes(jsonl_text(ascii_rows, "Extended").encode("utf-8") + latin)
+    InputFile(source).check()
+    rows = list(InputFile(source))
+    assert len(rows) == ascii_rows + 3
+    assert all(row.error is None for row in rows[:ascii_rows])
+    assert all("not valid UTF-8 (byte 0xe9" in str(row.error) for row in rows[ascii_rows:])
+    # the same rows at the start are the whole file's encoding, and refused
+    source.write_bytes(latin + jsonl_text(ascii_rows, "Extended").encode("utf-8"))
+    assert "neither are 2 more" in refused(source)
+
+
+def test_standard_input_in_utf16_is_refused_when_reading_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stdin = io.TextIOWrapper(io.BytesIO(jsonl_text(3).encode("utf-16")))
+    monkeypatch.setattr(sys, "stdin", stdin)
+    with pytest.raises(InputError, match="UTF-16 byte-order mark"), open_input("-", None):
+        pass
+
+
+def test_standard_input_in_utf8_is_read_whole(monkeypatch: pytest.MonkeyPatch) -> None:
+    stdin = io.TextIOWrapper(io.BytesIO(jsonl_text(3).encode("utf-8")))
+    monkeypatch.setattr(sys, "stdin", stdin)
+    with open_input("-", None) as rows:
+        assert [row.line for row in rows] == [1, 2, 3]
+
+
+# -- the command line ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "expected"),
+    [
+        (
+            "in.csv",
+            b"\xff\xfe" + csv_text(3).encode("utf-16-le"),
+            "line 1: the file starts with a UTF-16 byte-order mark",
+        ),
+        ("in.csv", csv_text(3).encode("cp1252"), "line 2: not valid UTF-8 (byte 0xe9"),
+        ("in.jsonl", jsonl_text(3).encode("cp1252"), "line 1: not valid UTF-8 (byte 0xe9"),
+    ],
+    ids=["utf-16", "cp1252 csv", "cp1252 jsonl"],
+)
+def test_the_command_line_refuses_such_files_with_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, content: bytes, expected: str
+) -> None:
+    source = tmp_path / name
+    source.write_bytes(content)
+    code = main(["expiry", "apply", str(source), "--dry-run"], {})
+    captured = capsys.readouterr()
+    assert code == 2
+    assert captured.err.startswith(f"capillary-async: error: {expected}"), captured.err
+    assert "Nothing was sent" in captured.err
+    assert "Traceback" not in captured.err
+    assert captured.out == ""

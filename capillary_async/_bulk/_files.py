@@ -3,9 +3,24 @@
 Each row carries its line number; a row that cannot be read (bad JSON, JSON
 nested deeper than any wire object, bad CSV quoting, more cells than the
 header, a byte that is not UTF-8) becomes a row with an ``error`` instead of
-stopping the job. What makes the whole input
-unusable (a CSV header naming unknown columns or missing required ones, no
-rows at all) is an ``InputError`` before anything is sent.
+stopping the job. What makes the whole input unusable is an ``InputError``
+before anything is sent: a CSV header naming unknown columns or missing
+required ones, no rows at all, and text
+in another encoding than UTF-8.
+
+Files are UTF-8, with or without the byte-order mark Excel writes. The first
+MiB of an input (``SCREENED`` characters, whole lines) is read before its first
+row is used, and the input is refused when it is plainly in another encoding:
+
+- it starts with a UTF-16 or UTF-32 byte-order mark (Excel's "Unicode Text",
+  PowerShell's ``>``), or its first line that is not blank holds a NUL byte
+  (UTF-16 or UTF-32 without the mark);
+- bytes that are not UTF-8 spoil two lines or more of it, and none of it is
+  UTF-8 beyond ASCII: an 8-bit encoding, such as the Windows-1252 of Excel's
+  plain "CSV", where every ``é`` is the single byte 0xE9.
+
+A stray byte elsewhere (one line of that MiB, a line past it, a file that is
+UTF-8 otherwise) spoils only its own row, which ends ``invalid``.
 """
 
 from __future__ import annotations
@@ -16,6 +31,7 @@ import io
 import itertools
 import json
 import os
+import re
 import sys
 import types
 import typing
@@ -35,6 +51,9 @@ __all__ = ["Columns", "InputFile", "InputRow", "columns_of", "count_rows", "open
 # bytes that are not UTF-8 become lone surrogates and spoil only their own line.
 _ENCODING = "utf-8-sig"
 _ERRORS = "surrogateescape"
+#: How much text (characters, whole lines) is screened for another encoding
+#: before the first row is used; at most this and one line are held at once.
+SCREENED = 1 << 20
 #: Deepest nesting a row may have. Wire objects nest two or three levels; a
 #: deeper row is refused on its own line, before anything (the parser, the
 #: models, the journal) could recurse through it and exhaust the stack.
@@ -170,6 +189,74 @@ def _not_utf8(text: str) -> str | None:
     return None
 
 
+#: Bytes that are not UTF-8, as decoding with "surrogateescape" leaves them.
+_STRAY = re.compile("[\udc80-\udcff]")
+#: Characters past ASCII that did decode: text that is UTF-8 indeed.
+_DECODED = re.compile("[^\x00-\x7f\udc80-\udcff]")
+_BOMS = (
+    (b"\xff\xfe\x00\x00", "UTF-32"),
+    (b"\x00\x00\xfe\xff", "UTF-32"),
+    (b"\xff\xfe", "UTF-16"),
+    (b"\xfe\xff", "UTF-16"),
+)
+_SAVE = 'save it as UTF-8 (Excel: "CSV UTF-8"). Nothing was sent'
+
+
+def _as_bytes(text: str) -> bytes:
+    """The bytes a decoded piece of text was read from (as far as they can be told)."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate of a text stream: not from a file's bytes
+        return b""
+
+
+def _other_encoding(lines: Sequence[tuple[int, str | None]]) -> str | None:
+    """Why the screened start of an input shows it is not UTF-8 at all, or None."""
+    texts = [(number, text) for number, text in lines if text is not None]
+    if not texts:
+        return None
+    number, first = texts[0]
+    start = _as_bytes(first[:4])
+    for mark, encoding in _BOMS:
+        if number == 1 and start.startswith(mark):
+            shown = " ".join(f"0x{byte:02x}" for byte in mark)
+            return (
+                f"line 1: the file starts with a {encoding} byte-order mark ({shown}): "
+                f"it is {encoding} text, not UTF-8; {_SAVE}"
+            )
+    filled = next(((n, text) for n, text in texts if text.strip()), None)
+    if filled is not None and "\x00" in filled[1]:
+        return (
+            f"line {filled[0]}: holds NUL bytes (0x00), as UTF-16 or UTF-32 text does: "
+            f"the file is not UTF-8; {_SAVE}"
+        )
+    spoilt = [(n, stray) for n, text in texts if (stray := _STRAY.search(text))]
+    if len(spoilt) < 2 or any(_DECODED.search(text) for _, text in texts):
+        return None
+    number, stray = spoilt[0]
+    return (
+        f"line {number}: not valid UTF-8 (byte 0x{ord(stray.group()) - 0xDC00:02x} at "
+        f"character {stray.start() + 1}), and neither are {len(spoilt) - 1:,} more of the "
+        f"first {len(texts):,} lines, while none is UTF-8 past ASCII: the file looks saved "
+        "in another encoding (Windows-1252 or Latin-1, as Excel's plain CSV is); " + _SAVE
+    )
+
+
+def _screened(lines: Iterator[tuple[int, str | None]]) -> Iterator[tuple[int, str | None]]:
+    """``lines``, once their first ``SCREENED`` characters show UTF-8 (else ``InputError``)."""
+    held: list[tuple[int, str | None]] = []
+    size = 0
+    for number, text in lines:
+        held.append((number, text))
+        size += MAX_LINE if text is None else len(text)
+        if size >= SCREENED:
+            break
+    problem = _other_encoding(held)
+    if problem is not None:
+        raise InputError(problem)
+    return itertools.chain(held, lines)
+
+
 def _deeper_than(value: Any, limit: int) -> bool:
     """Whether JSON data nests objects and arrays more than ``limit`` deep (no recursion)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
@@ -228,9 +315,9 @@ def _lines(stream: IO[str]) -> Iterator[tuple[int, str | None]]:
         yield number, None
 
 
-def _jsonl(stream: IO[str]) -> Iterator[InputRow]:
+def _jsonl(lines: Iterator[tuple[int, str | None]]) -> Iterator[InputRow]:
     index = 0
-    for line, text in _lines(stream):
+    for line, text in lines:
         if text is None:
             yield InputRow(index, line, error=f"line {line}: {_TOO_LONG}")
             index += 1
@@ -312,15 +399,17 @@ def _csv_row(index: int, line: int, text: str, header: list[str]) -> InputRow:
 def open_input(path: str, columns: Columns | None) -> Iterator[Iterator[InputRow]]:
     """The rows of ``path`` (``.csv``, else JSON lines; ``-`` is JSONL on standard input).
 
-    Raises ``InputError`` at once, before a row is used, for a CSV header that
-    does not fit ``columns`` and for an input with no rows.
+    Raises ``InputError`` at once, before a row is used, for an input in
+    another encoding than UTF-8 (see the module's docstring: its first
+    ``SCREENED`` characters are read for that), a CSV header that does not fit
+    ``columns`` and an input with no rows.
     """
     with _open_text(path) as stream:
+        lines = _screened(_lines(stream))
         if path != "-" and path.lower().endswith(".csv"):
-            lines = _lines(stream)
             rows = _csv(lines, _csv_header(lines, columns))
         else:
-            rows = _jsonl(stream)
+            rows = _jsonl(lines)
         first = next(rows, None)
         if first is None:
             where = "standard input" if path == "-" else "the file"
@@ -404,7 +493,15 @@ class InputFile:
             yield from (row for row in rows if row.index % n == k - 1)
 
     def check(self) -> None:
-        """Read the header and the first row: ``InputError`` if the file cannot be used."""
+        """``InputError`` if the file cannot be used; only about its first MiB is read.
+
+        The same checks run when iteration starts: the first MiB is screened for
+        another encoding than UTF-8 (a UTF-16 or UTF-32 byte-order mark, NUL
+        bytes in the first line, or bytes that are not UTF-8 on two lines or
+        more with no UTF-8 past ASCII: see the module's docstring), then a CSV
+        header is checked against the columns of ``kind``, and the first row
+        must exist.
+        """
         with open_input(self.path, columns_of(self.kind)):
             pass
 
