@@ -742,6 +742,26 @@ async def test_a_journal_refuses_other_items_at_a_position_and_accepts_the_same_
             assert sorted(db.execute("SELECT idx, state, refs FROM items")) == before
 
 
+async def test_a_journal_refuses_the_same_refs_with_changed_content(
+    clock: FakeClock, tmp_path: Path
+) -> None:
+    """FIXED_DAYS 30 made 60 at the same position is another item: refused, nothing sent."""
+    journal = tmp_path / "job.db"
+    server = Server()
+    days = {"expiryType": "FIXED_DAYS", "expiryValue": 30}
+    items = [wire(n, expiryDate=days) for n in range(1, 6)]
+    async with client_for(server, clock) as client:
+        first = await client.points.bulk_update_expiry(items, journal=journal)
+        assert first.succeeded == 5
+        sent = len(server.requests)
+        changed = [*items[:3], wire(4, expiryDate={**days, "expiryValue": 60}), items[4]]
+        with pytest.raises(JournalMismatchError, match="another item at position 3"):
+            await client.points.bulk_update_expiry(changed, journal=journal)
+        assert len(server.requests) == sent  # nothing of the changed items was sent
+        again = await client.points.bulk_update_expiry(items, journal=journal)
+        assert (again.total, again.resumed, len(server.requests)) == (5, 5, sent)
+
+
 @pytest.mark.parametrize("leave_after", [1, 2, 5, 11])
 async def test_leaving_a_journalled_stream_early_records_every_answer_once(
     clock: FakeClock, tmp_path: Path, leave_after: int

@@ -33,8 +33,8 @@ __all__ = ["Entry", "Journal", "Journalled", "Resume", "fingerprint", "resume", 
 
 T = TypeVar("T")
 
-#: 2 added ``settled`` and ``refs``; a journal without them (format 1) is upgraded in place.
-FORMAT = 2
+#: 2 added ``settled`` and ``refs``, 3 ``digest``; an older journal is upgraded in place.
+FORMAT = 3
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _V1_COLUMNS = frozenset(
     {"idx", "line", "state", "idempotent", "ref_id", "ref_type", "error_code"}
@@ -53,11 +53,17 @@ CREATE TABLE items (
     error_message TEXT,
     request_id TEXT,
     settled INTEGER,        -- 1: a verdict on this row; NULL in rows of format 1
-    refs TEXT               -- JSON [ref id, ref type]
+    refs TEXT,              -- JSON [ref id, ref type]
+    digest TEXT             -- an input that is not a file: its item's wire form, hashed
 );
 """
 #: Longest ref kept (a malformed row's "ref" can be anything the file held).
 _REF_LIMIT = 200
+_STATES = (
+    "SELECT idx, state, settled, idempotent, error_code, error_message, request_id, refs, "
+    "digest FROM items WHERE idx > ? ORDER BY idx LIMIT ?"
+)
+_STATES_V2 = _STATES.replace("refs, digest", "refs, NULL")
 _IN_FLIGHT_MESSAGE = "in flight when a run stopped: sent, and it may have been applied"
 
 
@@ -116,6 +122,8 @@ class Entry:
     error_message: str | None = None
     request_id: str | None = None
     settled: bool = False
+    #: For an input that is not a file: what the item held (``item_digest``).
+    digest: str | None = None
 
 
 @attrs.frozen
@@ -131,6 +139,8 @@ class Journalled:
     request_id: str | None = None
     #: The item's refs as recorded (JSON ``[ref id, ref type]``), if any.
     refs: str | None = None
+    #: The item's content as recorded (``item_digest``), if any.
+    digest: str | None = None
 
 
 @attrs.frozen
@@ -163,6 +173,9 @@ class Journal:
         self.name = name or f"journal {shown(path)}"
         self._db = connection
         self._limiter = anyio.CapacityLimiter(1)
+        # A dry run reads a journal of format 2 as it is, without digests.
+        columns = {row[1] for row in connection.execute("PRAGMA table_info(items)")}
+        self._states_query = _STATES if "digest" in columns else _STATES_V2
 
     @classmethod
     async def open(
@@ -192,17 +205,23 @@ class Journal:
 
     # -- writing -------------------------------------------------------------------------
 
-    async def mark_in_flight(self, rows: Sequence[tuple[int, int, bool, Any, Any]]) -> None:
-        """(index, line, idempotent, ref id, ref type) of rows about to be sent: committed first."""
-        batch = [(i, line, int(idem), _refs(r, t)) for i, line, idem, r, t in rows]
+    async def mark_in_flight(
+        self, rows: Sequence[tuple[int, int, bool, Any, Any, str | None]]
+    ) -> None:
+        """(index, line, idempotent, ref id, ref type, digest) of rows about to be sent.
+
+        Committed before the request is written.
+        """
+        batch = [(i, line, int(idem), _refs(r, t), d) for i, line, idem, r, t, d in rows]
 
         def write() -> None:
             with self._transaction():
                 self._db.executemany(
-                    "INSERT INTO items (idx, line, state, idempotent, refs) "
-                    "VALUES (?, ?, 'in_flight', ?, ?) ON CONFLICT(idx) DO UPDATE SET "
+                    "INSERT INTO items (idx, line, state, idempotent, refs, digest) "
+                    "VALUES (?, ?, 'in_flight', ?, ?, ?) ON CONFLICT(idx) DO UPDATE SET "
                     "state = 'in_flight', idempotent = excluded.idempotent, "
-                    "refs = COALESCE(excluded.refs, refs)",
+                    "refs = COALESCE(excluded.refs, refs), "
+                    "digest = COALESCE(excluded.digest, digest)",
                     batch,
                 )
 
@@ -220,6 +239,7 @@ class Journal:
                 None if e.error_message is None else excerpt(e.error_message),
                 None if e.request_id is None else excerpt(e.request_id, _REF_LIMIT),
                 int(e.settled),
+                e.digest,
             )
             for e in entries
         ]
@@ -230,9 +250,10 @@ class Journal:
             with self._transaction():
                 self._db.executemany(
                     "INSERT INTO items (idx, line, state, refs, error_code, error_message, "
-                    "request_id, settled) VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+                    "request_id, settled, digest) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
                     "ON CONFLICT(idx) DO UPDATE SET state = excluded.state, "
                     "refs = COALESCE(excluded.refs, refs), "
+                    "digest = COALESCE(excluded.digest, digest), "
                     "error_code = excluded.error_code, error_message = excluded.error_message, "
                     "request_id = excluded.request_id, settled = excluded.settled",
                     batch,
@@ -264,9 +285,7 @@ class Journal:
         while True:
             rows = await self._run(
                 lambda after: self._db.execute(
-                    "SELECT idx, state, settled, idempotent, error_code, error_message, "
-                    "request_id, refs FROM items WHERE idx > ? "
-                    "ORDER BY idx LIMIT ?",
+                    self._states_query,
                     (after, batch),
                 ).fetchall(),
                 last,
@@ -274,7 +293,7 @@ class Journal:
             )
             if not rows:
                 return
-            for idx, state, settled, idempotent, code, message, request_id, refs in rows:
+            for idx, state, settled, idempotent, code, message, request_id, refs, digest in rows:
                 yield Journalled(
                     idx,
                     state,
@@ -284,6 +303,7 @@ class Journal:
                     message,
                     request_id,
                     refs,
+                    digest,
                 )
             last = rows[-1][0]
 
@@ -474,8 +494,8 @@ def _adopt(db: sqlite3.Connection, name: str, stamp: str, read_only: bool = Fals
                 )
             return
         db.execute("PRAGMA journal_mode=WAL")
-        for column in ("settled", "refs"):
-            if column not in columns:  # a journal of format 1
+        for column in ("settled", "refs", "digest"):
+            if column not in columns:  # a journal of an earlier format
                 db.execute(f"ALTER TABLE items ADD COLUMN {column}")
         db.execute("INSERT OR REPLACE INTO meta VALUES ('format', ?)", (str(FORMAT),))
     db.execute("PRAGMA synchronous=NORMAL")

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.to_thread
 
-from .._exceptions import JournalError, JournalIOError
+from .._exceptions import JournalError, JournalIOError, ValidationError
 from ._files import InputFile, InputRow
 from ._flow import Signal
 from ._journal import Entry, Journal, Journalled, Resume, fingerprint, resume, stored_ref
@@ -86,6 +86,8 @@ class Resumer:
         self.mismatch: str | None = None
         self._started = False
         self._lines: dict[int, int] = {}
+        #: What each held item of an input that is not a file holds: index -> digest.
+        self._digests: dict[int, str | None] = {}
         self._maybe_applied_before: set[int] = set()
         self._pending: list[Entry] = []
         self._wake = Signal()
@@ -167,11 +169,17 @@ class Resumer:
         if state is None:
             if line is not None:
                 self._lines[index] = line
+            if self.check_refs:
+                self._digests[index] = item_digest(self.spec, raw)
             return None
         data = raw.data if isinstance(raw, InputRow) else raw
-        if self.check_refs and not _same_refs(state.refs, self._refs(data)):
-            self._differs(index)
-            return None  # the job is stopping: the item ends not attempted, unrecorded
+        if self.check_refs:
+            digest = self._digests[index] = item_digest(self.spec, data)
+            if not _same_refs(state.refs, self._refs(data)) or (
+                state.digest is not None and digest is not None and state.digest != digest
+            ):
+                self._differs(index)
+                return None  # the job is stopping: the item ends not attempted, unrecorded
         action = resume(
             state.state, state.settled, state.idempotent, retry_unknown=self.options.retry_unknown
         )
@@ -223,7 +231,13 @@ class Resumer:
             raise JournalIOError(f"the {self.name} is not open")
         idempotent = self.spec.idempotent
         rows = [
-            (index, self._lines.get(index, 0), idempotent(item), *self._refs(item))
+            (
+                index,
+                self._lines.get(index, 0),
+                idempotent(item),
+                *self._refs(item),
+                self._digests.get(index),
+            )
             for index, item in entries
         ]
         for index, line, *_ in rows:
@@ -269,10 +283,11 @@ class Resumer:
     def _differs(self, index: int) -> None:
         """The input is not the journal's: stop before anything of it is sent."""
         self.mismatch = (
-            f"the {self.name} records another item at position {index} of the input: it was "
-            "made for other items, or for these in another order. A journal knows the items "
-            "of a list or a generator by their position; rerun with the same items in the "
-            "same order, or use a new journal"
+            f"the {self.name} records another item at position {index} of the input (other "
+            "refs, or the same refs with other content): it was made for other items, for "
+            "these in another order, or for these before they were changed. A journal knows "
+            "the items of a list or a generator by their position and content; rerun with "
+            "the same items in the same order, or send changed items with a new journal"
         )
         self._mismatched = index
         if self.job is not None:
@@ -285,6 +300,7 @@ class Resumer:
         self._marked.pop(index, None)
         self._handed.discard(index)
         line = self._lines.pop(index, None) or outcome.line or 0
+        digest = self._digests.pop(index, None) if self._digests else None
         if outcome.resumed or self.options.dry_run:
             return  # as the journal has it (an unsafe resend is queued already)
         applied_before = index in self._maybe_applied_before
@@ -308,6 +324,7 @@ class Resumer:
                 message,
                 outcome.request_id,
                 settled=outcome.settled or outcome.status in _ALWAYS_SETTLED,
+                digest=digest,
             )
         )
 
@@ -436,6 +453,29 @@ def _no_journal_yet(path: Path) -> bool:
         return True
     except OSError:
         return False
+
+
+def item_digest(spec: BulkSpec[Any, Any], item: Any) -> str | None:
+    """What an item holds, as a short digest of its wire form (None if it cannot be told).
+
+    A journal of a list or a generator knows items by their position; this
+    tells an item changed between runs (FIXED_DAYS 30 made 60) from the one
+    recorded there.
+    """
+    data = item.data if isinstance(item, InputRow) else item
+    try:
+        # As the model sees it: "17" and 17, a dict and a model, are one item (an
+        # invalid one is known by what it holds).
+        with contextlib.suppress(ValidationError):
+            data = spec.prepare(data)
+        wire = spec.wire(data)
+        try:
+            text = json.dumps(wire, sort_keys=True, separators=(",", ":"), default=str)
+        except TypeError:  # keys of mixed types cannot be sorted
+            text = json.dumps(wire, separators=(",", ":"), default=str)
+    except (ValueError, TypeError, RecursionError):
+        return None
+    return hashlib.sha256(text.encode(errors="surrogatepass")).hexdigest()[:32]
 
 
 def _same_refs(stored: str | None, refs: tuple[Any, Any]) -> bool:
