@@ -50,7 +50,12 @@ async def test_shards_split_a_file_and_their_reports_add_up_to_it(
         "--journal", str(tmp_path / "job-1.db"), env=cli_env(emu),
     )  # fmt: skip
     assert code == 2
-    assert "another input file" in err
+    assert "made for shard 1/3 of this input file, and this run is shard 2/3" in err
+    code, _, err = await run_cli(
+        "expiry", "apply", str(source), "--journal", str(tmp_path / "job-3.db"), env=cli_env(emu)
+    )
+    assert code == 2
+    assert "made for shard 3/3 of this input file, and this run is the whole file" in err
     code, _, err = await run_cli("expiry", "apply", str(source), "--shard", "4/3", env=cli_env(emu))
     assert code == 2
     assert "K/N" in err

@@ -17,7 +17,7 @@ import enum
 import hashlib
 import json
 import sqlite3
-from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -179,16 +179,24 @@ class Journal:
 
     @classmethod
     async def open(
-        cls, path: str | Path, fingerprint: str, *, name: str | None = None, read_only: bool = False
+        cls,
+        path: str | Path,
+        fingerprint: str,
+        *,
+        name: str | None = None,
+        read_only: bool = False,
+        about: Mapping[str, str] | None = None,
     ) -> Journal:
         """Open or create; refuses anything that is not this job's journal, changing nothing.
 
         ``read_only`` (a dry run) opens an existing journal without writing to it at all.
+        ``about`` is kept in a new journal to explain a later mismatch: ``input`` (the
+        file's fingerprint without its shard) and ``shard`` (``"1/3"``, or ``"all"``).
         """
         journal_path = Path(path)
         name = name or f"journal {shown(journal_path)}"
         connection = await anyio.to_thread.run_sync(
-            _connect, journal_path, fingerprint, name, read_only
+            _connect, journal_path, fingerprint, name, read_only, dict(about or {})
         )
         return cls(journal_path, connection, name)
 
@@ -411,7 +419,9 @@ _ENVIRONMENT_CODES = frozenset(
 )
 
 
-def _connect(path: Path, stamp: str, name: str, read_only: bool = False) -> sqlite3.Connection:
+def _connect(
+    path: Path, stamp: str, name: str, read_only: bool = False, about: dict[str, str] | None = None
+) -> sqlite3.Connection:
     """The journal at ``path``, made or upgraded; ``JournalError`` for anything else there."""
     if path.is_dir():
         raise JournalError(f"{name} is a directory; give the path of a journal file")
@@ -438,7 +448,7 @@ def _connect(path: Path, stamp: str, name: str, read_only: bool = False) -> sqli
             f"{name} cannot be opened (does its directory exist, and may it be written?)"
         ) from None
     try:
-        _adopt(db, name, stamp, read_only)
+        _adopt(db, name, stamp, read_only, about or {})
     except sqlite3.DatabaseError as exc:
         db.close()
         if sqlite_code(exc) in _ENVIRONMENT_CODES:
@@ -452,7 +462,31 @@ def _connect(path: Path, stamp: str, name: str, read_only: bool = False) -> sqli
     return db
 
 
-def _adopt(db: sqlite3.Connection, name: str, stamp: str, read_only: bool = False) -> None:
+def _other_shard(db: sqlite3.Connection, name: str, about: dict[str, str]) -> None:
+    """A journal of this very file made for another shard is refused naming both shards."""
+    if "input" not in about or "shard" not in about:
+        return
+    meta = dict(db.execute("SELECT key, value FROM meta WHERE key IN ('input', 'shard')"))
+    if meta.get("input") != about["input"] or meta.get("shard", about["shard"]) == about["shard"]:
+        return
+
+    def named(shard: str) -> str:
+        return "the whole file" if shard == "all" else f"shard {excerpt(shard, 20)}"
+
+    raise JournalMismatchError(
+        f"{name} was made for {named(meta['shard'])} of this input file, and this run is "
+        f"{named(about['shard'])}: each shard keeps a journal of its own. Resume that run "
+        "with its own shard, or give this one a new journal"
+    )
+
+
+def _adopt(
+    db: sqlite3.Connection,
+    name: str,
+    stamp: str,
+    read_only: bool = False,
+    about: dict[str, str] | None = None,
+) -> None:
     """Check what is in the database before changing anything, then make it this job's."""
     if db.execute("PRAGMA quick_check").fetchone() != ("ok",):
         raise JournalError(f"{name} is damaged (SQLite's check failed); left as it is")
@@ -462,6 +496,7 @@ def _adopt(db: sqlite3.Connection, name: str, stamp: str, read_only: bool = Fals
         db.executescript(_SCHEMA)
         db.execute("INSERT INTO meta VALUES ('fingerprint', ?)", (stamp,))
         db.execute("INSERT INTO meta VALUES ('format', ?)", (str(FORMAT),))
+        db.executemany("INSERT INTO meta VALUES (?, ?)", sorted((about or {}).items()))
     else:
         columns = (
             {row[1] for row in db.execute("PRAGMA table_info(items)")}
@@ -478,6 +513,7 @@ def _adopt(db: sqlite3.Connection, name: str, stamp: str, read_only: bool = Fals
                 f"{name} is an SQLite database but not a capillary-async journal; left as it is"
             )
         if found[0] != stamp:
+            _other_shard(db, name, about or {})
             raise JournalMismatchError(
                 f"{name} was made for another input file or target (the file's bytes, the "
                 "job kind and the target must all match to resume). Do not start a new "

@@ -121,14 +121,17 @@ class Resumer:
                     "a journal needs an input file: standard input cannot be resumed"
                 )
             stamp = await anyio.to_thread.run_sync(fingerprint, kind, items.path, target)
+            about = {"input": stamp, "shard": "all"}
             if items.shard is not None:  # shard 1/3's journal is not shard 2/3's
+                about["shard"] = f"{items.shard[0]}/{items.shard[1]}"
                 stamp = hashlib.sha256(f"{stamp}\0shard {items.shard}".encode()).hexdigest()
         else:
             stamp = _identity(kind, target)
+            about = {}
         lock = JournalLock(path)
         lock.acquire()
         try:
-            journal = await _open_journal(lock, path, stamp, dry_run=options.dry_run)
+            journal = await _open_journal(lock, path, stamp, dry_run=options.dry_run, about=about)
         except BaseException:
             lock.release()
             raise
@@ -424,12 +427,12 @@ class Resumer:
 
 
 async def _open_journal(
-    lock: JournalLock, path: Path, stamp: str, *, dry_run: bool
+    lock: JournalLock, path: Path, stamp: str, *, dry_run: bool, about: dict[str, str]
 ) -> Journal | None:
     """The locked journal, opened; None for a dry run before any journal exists."""
     if dry_run and _no_journal_yet(lock.path):
         return None  # the lock may have made an empty file: it removes it on release
-    journal = await Journal.open(lock.path, stamp, name=lock.name, read_only=dry_run)
+    journal = await Journal.open(lock.path, stamp, name=lock.name, read_only=dry_run, about=about)
     lock.opened = True  # SQLite has it now: the lock never removes it
     if not lock.holds(path):
         await journal.close()
