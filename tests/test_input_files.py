@@ -1,7 +1,7 @@
-"""Input files as operators save them: misspelt keys, other encodings.
+"""Input files as operators save them: misspelt keys, other encodings, other separators.
 
 A row that cannot be used names its line and why; a file that cannot be used
-at all (UTF-16, Windows-1252) is refused before anything is sent,
+at all (UTF-16, Windows-1252, semicolons) is refused before anything is sent,
 by ``InputFile.check()``, when iteration starts, and by the command line (exit 2).
 """
 
@@ -321,6 +321,31 @@ def test_standard_input_in_utf8_is_read_whole(monkeypatch: pytest.MonkeyPatch) -
         assert [row.line for row in rows] == [1, 2, 3]
 
 
+# -- other separators ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("separator", "name"), [(";", "semicolon"), ("\t", "tab")])
+def test_a_csv_separated_otherwise_than_by_commas_is_refused_with_a_hint(
+    tmp_path: Path, separator: str, name: str
+) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text(csv_text(3, separator), encoding="utf-8")
+    message = refused(source)
+    assert message.startswith(f"the CSV header (line 1) looks {name}-separated (identifierName")
+    assert "save the file with commas between columns" in message
+    assert "unknown columns" not in message
+    assert len(message) < 300
+
+
+def test_semicolons_inside_a_comma_separated_file_are_no_hint(tmp_path: Path) -> None:
+    source = tmp_path / "in.csv"
+    source.write_text(csv_text(3, note="a;b;c"), encoding="utf-8")
+    assert [row.error for row in InputFile(source)] == [None] * 3
+    # a column of that name is an unknown column, as before
+    source.write_text(",".join([*COLUMNS, "customMeta;x"]) + "\n" + "1,2\n", encoding="utf-8")
+    assert "unknown columns: customMeta;x" in refused(source)
+
+
 # -- the command line ----------------------------------------------------------------------------
 
 
@@ -334,8 +359,10 @@ def test_standard_input_in_utf8_is_read_whole(monkeypatch: pytest.MonkeyPatch) -
         ),
         ("in.csv", csv_text(3).encode("cp1252"), "line 2: not valid UTF-8 (byte 0xe9"),
         ("in.jsonl", jsonl_text(3).encode("cp1252"), "line 1: not valid UTF-8 (byte 0xe9"),
+        ("in.csv", csv_text(3, ";").encode(), "the CSV header (line 1) looks semicolon-separated"),
+        ("in.csv", csv_text(3, "\t").encode(), "the CSV header (line 1) looks tab-separated"),
     ],
-    ids=["utf-16", "cp1252 csv", "cp1252 jsonl"],
+    ids=["utf-16", "cp1252 csv", "cp1252 jsonl", "semicolons", "tabs"],
 )
 def test_the_command_line_refuses_such_files_with_exit_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, content: bytes, expected: str

@@ -5,7 +5,7 @@ nested deeper than any wire object, bad CSV quoting, more cells than the
 header, a byte that is not UTF-8) becomes a row with an ``error`` instead of
 stopping the job. What makes the whole input unusable is an ``InputError``
 before anything is sent: a CSV header naming unknown columns or missing
-required ones, no rows at all, and text
+required ones (or separated by semicolons or tabs), no rows at all, and text
 in another encoding than UTF-8.
 
 Files are UTF-8, with or without the byte-order mark Excel writes. The first
@@ -83,6 +83,12 @@ class Columns:
     #: Prefixes (``customMeta.``) under which any key is a column.
     open: tuple[str, ...]
 
+    def accepts(self, name: str) -> bool:
+        """Whether ``name`` is a column: a known one, or a key under an open map."""
+        return name in self.known or any(
+            name.startswith(prefix) and len(name) > len(prefix) for prefix in self.open
+        )
+
     def problems(self, header: Sequence[str]) -> list[str]:
         """What is wrong with a CSV header, one sentence a problem (none when it is usable)."""
         seen: set[str] = set()
@@ -94,9 +100,7 @@ class Columns:
             seen.add(name)
             if not name:
                 unknown.append(f"(an empty name, column {position})")
-            elif name not in self.known and not any(
-                name.startswith(prefix) and len(name) > len(prefix) for prefix in self.open
-            ):
+            elif not self.accepts(name):
                 unknown.append(name)
         missing = [name for name in self.required if name not in seen]
         found = []
@@ -345,13 +349,20 @@ def _csv_header(lines: Iterator[tuple[int, str | None]], columns: Columns | None
             header = [name.strip() for name in _cells(text)]
         except csv.Error as exc:
             raise InputError(f"line {line}: unreadable CSV header ({exc})") from None
+        problems = columns.problems(header) if columns is not None else []
+        separator = _other_separator(text, columns) if problems and columns is not None else None
+        if separator is not None:
+            raise InputError(
+                f"the CSV header (line {line}) looks {separator}-separated "
+                f"({excerpt(text, 80)}): save the file with commas between columns "
+                '(Excel: "CSV UTF-8 (Comma delimited)"). Nothing was sent'
+            )
         deep = [name for name in header if name.count(".") >= MAX_DEPTH]
         if deep:  # a row would nest as deep as its dotted names
             raise InputError(
                 f"the CSV header (line {line}) has columns {_TOO_DEEP}: {_names(deep)}. "
                 "Nothing was sent"
             )
-        problems = columns.problems(header) if columns is not None else []
         if columns is not None and problems:
             raise InputError(
                 f"the CSV header (line {line}) has {'; '.join(problems)}. "
@@ -359,6 +370,28 @@ def _csv_header(lines: Iterator[tuple[int, str | None]], columns: Columns | None
             )
         return header
     raise InputError("no rows: the CSV file is empty; nothing was sent")
+
+
+_SEPARATORS = ((";", "semicolon"), ("\t", "tab"))
+
+
+def _other_separator(text: str, columns: Columns) -> str | None:
+    """The separator a header that does not fit uses instead of commas, if it is plain.
+
+    Excel's "CSV" has semicolons where the decimal mark is a comma, and its
+    "Text (Tab delimited)" tabs: such a header, split at that separator, names
+    two or more of the columns.
+    """
+    for separator, name in _SEPARATORS:
+        if separator not in text:
+            continue
+        try:
+            cells = next(csv.reader([text], delimiter=separator, strict=True), [])
+        except csv.Error:
+            continue
+        if sum(columns.accepts(cell.strip()) for cell in cells) >= 2:
+            return name
+    return None
 
 
 def _csv(lines: Iterator[tuple[int, str | None]], header: list[str]) -> Iterator[InputRow]:
@@ -499,7 +532,8 @@ class InputFile:
         another encoding than UTF-8 (a UTF-16 or UTF-32 byte-order mark, NUL
         bytes in the first line, or bytes that are not UTF-8 on two lines or
         more with no UTF-8 past ASCII: see the module's docstring), then a CSV
-        header is checked against the columns of ``kind``, and the first row
+        header is checked against the columns of ``kind`` (and refused with a
+        hint when it is separated by semicolons or tabs), and the first row
         must exist.
         """
         with open_input(self.path, columns_of(self.kind)):
