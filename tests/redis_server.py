@@ -1,7 +1,11 @@
-"""A real redis-server for the tests: started on a free loopback port in a temp dir, stopped after.
+"""Real Redis servers for the tests: each on free loopback ports in a temp dir, stopped after.
 
-Persistence is off. Without the binary the tests that need it are skipped with
-how to install it, except in CI (``CI=true``), where that is a failure.
+``redis_server`` is one plain redis-server. ``redis_servers`` starts more, with
+any arguments (an ACL user, ``--replicaof``, a Sentinel, TLS), and
+``redis_cluster`` makes a three-node Redis Cluster with ``redis-cli --cluster
+create``. Persistence is off. Without a binary (redis-server, redis-cli,
+openssl for TLS) the tests that need it are skipped with how to install it,
+except in CI (``CI=true``), where that is a failure.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,34 +24,64 @@ import pytest
 INSTALL = "install it: apt-get install redis-server (Debian/Ubuntu) or brew install redis"
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
+def _free_port(*, bus: bool = False) -> int:
+    """A free loopback port (with ``bus``, one whose cluster bus port, +10000, is free too)."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port: int = probe.getsockname()[1]
+        if not bus:
+            return port
+        if port + 10000 <= 65535:
+            with socket.socket() as probe:
+                try:
+                    probe.bind(("127.0.0.1", port + 10000))
+                except OSError:
+                    continue
+            return port
+
+
+def need(binary: str) -> str:
+    """The path of ``binary``; skip without it, or fail in CI."""
+    path = shutil.which(binary)
+    if path is None:
+        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+            pytest.fail(f"{binary} is not installed, and CI needs the Redis tests: {INSTALL}")
+        pytest.skip(f"{binary} is not installed; {INSTALL}")
+    return path
 
 
 class RedisServer:
     """One redis-server process; ``stop()`` and ``start()`` again on the same port."""
 
-    def __init__(self, binary: str, directory: Path) -> None:
+    def __init__(
+        self, binary: str, directory: Path, *args: str, tls: bool = False, bus: bool = False
+    ) -> None:
         self.binary = binary
         self.directory = directory
-        self.port = _free_port()
+        self.port = _free_port(bus=bus)
+        self.args = args
+        self.tls = tls
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"{'rediss' if self.tls else 'redis'}://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
         if self.process is not None:
             raise RuntimeError("this redis-server is running already")
+        port = (
+            ["--port", "0", "--tls-port", str(self.port)]
+            if self.tls
+            else ["--port", str(self.port)]
+        )
+        self.directory.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [
                 self.binary,
-                "--port",
-                str(self.port),
+                *self.args,  # a config file (a Sentinel's) comes first
+                *port,
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -64,6 +98,8 @@ class RedisServer:
         while time.monotonic() < deadline:
             try:
                 with socket.create_connection(("127.0.0.1", self.port), timeout=0.2) as conn:
+                    if self.tls:  # listening is enough: a TLS handshake is the test's
+                        return
                     conn.sendall(b"PING\r\n")
                     if conn.recv(16).startswith(b"+PONG"):
                         return
@@ -85,14 +121,17 @@ class RedisServer:
                 self.process.wait(5)
             self.process = None
 
+    def cli(self, *args: str) -> str:
+        """``redis-cli`` against this server (plain text answers)."""
+        command = [need("redis-cli"), "-p", str(self.port), *args]
+        return subprocess.run(
+            command, capture_output=True, text=True, check=True, timeout=10
+        ).stdout
+
 
 @pytest.fixture
 def redis_server() -> Iterator[RedisServer]:
-    binary = shutil.which("redis-server")
-    if binary is None:
-        if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-            pytest.fail(f"redis-server is not installed, and CI needs the Redis tests: {INSTALL}")
-        pytest.skip(f"redis-server is not installed; {INSTALL}")
+    binary = need("redis-server")
     with tempfile.TemporaryDirectory(prefix="capillary-redis-") as directory:
         server = RedisServer(binary, Path(directory))
         server.start()
@@ -100,3 +139,58 @@ def redis_server() -> Iterator[RedisServer]:
             yield server
         finally:
             server.stop()
+
+
+StartRedis = Callable[..., RedisServer]
+
+
+@pytest.fixture
+def redis_servers() -> Iterator[StartRedis]:
+    """Start redis-servers with extra arguments: ``start(*args, tls=False)``; all stopped after."""
+    binary = need("redis-server")
+    started: list[RedisServer] = []
+    with tempfile.TemporaryDirectory(prefix="capillary-redis-") as directory:
+
+        def start(*args: str, tls: bool = False, bus: bool = False) -> RedisServer:
+            server = RedisServer(
+                binary, Path(directory) / str(len(started)), *args, tls=tls, bus=bus
+            )
+            started.append(server)
+            server.start()
+            return server
+
+        try:
+            yield start
+        finally:
+            for server in started:
+                server.stop()
+
+
+@pytest.fixture
+def redis_cluster(redis_servers: StartRedis) -> list[RedisServer]:
+    """Three master nodes of one Redis Cluster on loopback, every slot covered."""
+    need("redis-cli")
+    nodes = [
+        redis_servers("--cluster-enabled", "yes", "--cluster-node-timeout", "1000", bus=True)
+        for _ in range(3)
+    ]
+    addresses = [f"127.0.0.1:{node.port}" for node in nodes]
+    nodes[0].cli("--cluster", "create", *addresses, "--cluster-yes")
+    deadline = time.monotonic() + 20
+    while not all("cluster_state:ok" in node.cli("cluster", "info") for node in nodes):
+        if time.monotonic() > deadline:
+            raise RuntimeError("the Redis Cluster did not come up")
+        time.sleep(0.05)
+    return nodes
+
+
+def self_signed_cert(directory: Path) -> tuple[Path, Path]:
+    """A throwaway certificate and key for ``localhost`` (openssl), trusted by nobody."""
+    cert, key = directory / "cert.pem", directory / "key.pem"
+    subprocess.run(
+        [need("openssl"), "req", "-x509", "-newkey", "ec", "-pkeyopt",
+         "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", str(key), "-out", str(cert),
+         "-days", "1", "-subj", "/CN=localhost"],
+        capture_output=True, check=True, timeout=30,
+    )  # fmt: skip
+    return cert, key
