@@ -8,6 +8,11 @@ back with time. ``LocalPace`` keeps that in this process; the Redis pace
 *dispatcher* in front of it holds at most one reservation at a time and, when
 the slot comes, gives it to a waiting single call before any bulk request:
 a person waiting on a web request never queues behind a background job.
+
+Every rate a limiter takes (``MIN_RATE`` and up) is honoured however slow: a
+slot is one interval after the last, even when that is longer than the 600 s
+a pause is bounded by; only a slot further ahead than the pace could have set
+is taken for a clock that stepped back.
 """
 
 from __future__ import annotations
@@ -20,7 +25,16 @@ import anyio
 
 from ._config import Clock
 
-__all__ = ["Dispatcher", "Limiter", "LocalLimiter", "LocalPace", "Pace", "adaptive_rate"]
+__all__ = [
+    "Dispatcher",
+    "Limiter",
+    "LocalLimiter",
+    "LocalPace",
+    "Pace",
+    "adaptive_rate",
+    "check_rate",
+    "longest_interval",
+]
 
 #: How far an adaptive rate may fall below its ceiling on repeated 429s.
 MIN_SHARE = 1 / 64
@@ -31,6 +45,33 @@ DEFAULT_COOLDOWN = 1.0
 #: The longest pause a limiter takes, whatever it is told (an infinite or huge
 #: ``Retry-After`` must not park a fleet for ever).
 MAX_COOLDOWN = 600.0
+#: The slowest rate a limiter takes, in requests per second (one every 17
+#: minutes, as a bulk job's ``rate_limit``): slower is a typo. An adaptive rate
+#: and a fallback share may go below it, and are honoured as slow as they are.
+MIN_RATE = 0.001
+
+
+def check_rate(rate_limit: object) -> float:
+    """``rate_limit`` as a float, or ``ValueError`` naming it when it cannot be honoured."""
+    if (
+        isinstance(rate_limit, bool)
+        or not isinstance(rate_limit, (int, float))
+        or not MIN_RATE <= rate_limit < math.inf
+    ):
+        raise ValueError(
+            f"rate_limit: must be a number of requests per second of at least {MIN_RATE} "
+            "(one every 17 minutes)"
+        )
+    return float(rate_limit)
+
+
+def longest_interval(rate: float, adaptive: bool) -> float:
+    """The longest a pace of ``rate`` ever spaces two slots: at its floor when adaptive.
+
+    A next slot further ahead than this (past any cooldown) was not written by
+    the pace itself: a clock that stepped back, or damaged state.
+    """
+    return 1.0 / (rate * MIN_SHARE if adaptive else rate)
 
 
 def cooldown(seconds: float | None) -> float:
@@ -86,6 +127,12 @@ class LocalPace:
         self.clock = clock
         self.ceiling = rate_limit
         self.adaptive = adaptive
+        # How far past a cooldown a next slot may legitimately lie (one slow interval).
+        self._horizon = (
+            MAX_COOLDOWN
+            if rate_limit is None
+            else max(MAX_COOLDOWN, longest_interval(rate_limit, adaptive) * 1.001)
+        )
         self._base = rate_limit
         self._base_at = clock.monotonic()
         self._next = 0.0  # the theoretical arrival time of the next request
@@ -109,7 +156,7 @@ class LocalPace:
         rate = self.rate
         if rate is None:
             return start - now
-        if self._next - start > MAX_COOLDOWN:  # the clock stepped back: start afresh
+        if self._next - start > self._horizon:  # the clock stepped back: start afresh
             self._next = start
         slot = max(start, self._next)
         self._next = slot + 1.0 / rate
@@ -196,9 +243,13 @@ class Dispatcher:
 class LocalLimiter:
     """The in-process limiter: ``CapillaryClient(rate_limit=...)`` makes one.
 
-    ``rate_limit`` is requests per second (None: no rate, only the pause after
-    a 429 or ``Retry-After``); ``adaptive=True`` halves the rate on a 429 and
-    lets it grow back by a tenth of ``rate_limit`` per second.
+    ``rate_limit`` is requests per second, at least ``MIN_RATE`` (0.001, one
+    request every 17 minutes; None: no rate, only the pause after a 429 or
+    ``Retry-After``). Every rate is honoured however slow: a slot is never
+    more than one interval ahead, and that may be longer than the 600 s a
+    pause is bounded by. ``adaptive=True`` halves the rate on a 429, down to
+    1/64 of ``rate_limit`` (a slot every 64 intervals, kept so too), and lets
+    it grow back by a tenth of ``rate_limit`` per second.
     """
 
     def __init__(
@@ -207,7 +258,8 @@ class LocalLimiter:
         from ._config import SystemClock
 
         self.clock: Clock = clock if clock is not None else SystemClock()
-        self.pace = LocalPace(self.clock, rate_limit, adaptive=adaptive)
+        rate = None if rate_limit is None else check_rate(rate_limit)
+        self.pace = LocalPace(self.clock, rate, adaptive=adaptive)
         self._dispatcher = Dispatcher(self.pace, self.clock)
 
     @property

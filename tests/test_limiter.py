@@ -19,7 +19,7 @@ from capillary_async import (
     Response,
     RetryPolicy,
 )
-from capillary_async._limiter import MAX_COOLDOWN, MIN_SHARE, LocalPace
+from capillary_async._limiter import MAX_COOLDOWN, MIN_SHARE, Dispatcher, LocalPace
 
 from .conftest import FakeClock, reply
 
@@ -173,3 +173,34 @@ async def test_odd_pauses_and_a_clock_that_steps_back_stay_bounded() -> None:
     assert 10.0 / 64 <= pace.rate <= 10.0
     with pytest.raises(ValueError, match="max_retry_after"):
         RetryPolicy(max_retry_after=float("inf"))
+
+
+async def test_a_slow_rate_stays_slow_past_the_longest_pause() -> None:
+    """Intervals longer than the 600 s a pause is bounded by are kept, not reset."""
+    clock = FakeClock()
+    limiter = LocalLimiter(0.001, clock=clock)  # one request every 1000 s
+    for _ in range(20):
+        await limiter.acquire()
+    assert clock.sleeps == [pytest.approx(1000.0)] * 19
+    pace = LocalPace(clock, 0.05, adaptive=True)
+    for _ in range(6):  # six 429s: down to 0.05 / 64, a slot every 1280 s
+        await pace.throttled(None, slow_down=True)
+    assert await pace.reserve() == pytest.approx(1.0)  # the cooldown
+    assert await pace.reserve() == pytest.approx(1.0 + 1280.0)  # not full speed again
+    share = LocalPace(clock, 0.0005)  # a fallback's share of a slow rate
+    clock.sleeps.clear()
+    for _ in range(3):
+        await Dispatcher(share, clock).acquire()
+    assert clock.sleeps == [pytest.approx(2000.0)] * 2
+    clock.now -= 7200  # a clock that stepped back further than an interval still resets
+    assert await share.reserve() == 0.0
+
+
+def test_a_rate_too_slow_to_be_meant_is_refused_naming_the_option() -> None:
+    for rate in (0.0005, float("nan"), float("inf"), -1.0, True, "5"):
+        with pytest.raises(ValueError, match=r"^rate_limit: .* at least 0\.001"):
+            LocalLimiter(rate)  # type: ignore[arg-type]
+    assert LocalLimiter(0.001).rate == 0.001
+    with pytest.raises(ValueError, match="rate_limit"):
+        CapillaryClient("https://eu.api.capillarytech.com", auth=BasicAuth("u", "p"),
+                        rate_limit=0.0001)  # fmt: skip
