@@ -3,11 +3,13 @@
 A ``Limiter`` has two halves. The *pace* says how long until the next slot
 (``Pace.reserve``): a GCRA over the client's rate, a cooldown after a 429 or
 a ``Retry-After``, and in adaptive mode a rate that halves on a 429 and grows
-back with time. ``LocalPace`` keeps that in this process; the Redis pace
-(``capillary_async.redis``) keeps it in Redis, shared by a fleet. The
-*dispatcher* in front of it holds at most one reservation at a time and, when
-the slot comes, gives it to a waiting single call before any bulk request:
-a person waiting on a web request never queues behind a background job.
+back with time. ``LocalPace`` keeps that in this process; ``SHARED_PACE`` is
+the same pace as a Lua script, which ``capillary_async.redis`` runs in Redis
+for a fleet, behind a ``FallbackPace`` that paces locally at its share while
+Redis cannot be used. The *dispatcher* in front of a pace holds at most one
+reservation at a time and, when the slot comes, gives it to a waiting single
+call before any bulk request: a person waiting on a web request never queues
+behind a background job.
 
 Every rate a limiter takes (``MIN_RATE`` and up) is honoured however slow: a
 slot is one interval after the last, even when that is longer than the 600 s
@@ -17,6 +19,7 @@ is taken for a clock that stepped back.
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
 from typing import Protocol, runtime_checkable
@@ -26,7 +29,9 @@ import anyio
 from ._config import Clock
 
 __all__ = [
+    "SHARED_PACE",
     "Dispatcher",
+    "FallbackPace",
     "Limiter",
     "LocalLimiter",
     "LocalPace",
@@ -34,6 +39,7 @@ __all__ = [
     "adaptive_rate",
     "check_rate",
     "longest_interval",
+    "slot_horizon",
 ]
 
 #: How far an adaptive rate may fall below its ceiling on repeated 429s.
@@ -72,6 +78,17 @@ def longest_interval(rate: float, adaptive: bool) -> float:
     the pace itself: a clock that stepped back, or damaged state.
     """
     return 1.0 / (rate * MIN_SHARE if adaptive else rate)
+
+
+#: How many members of a fleet a shared pace expects waiting for their slots at
+#: once, at most: each holds one reservation, so a legitimate next slot lies at
+#: most this many of the slowest intervals past a cooldown.
+MAX_WAITING = 1024
+
+
+def slot_horizon(ceiling: float) -> float:
+    """How far ahead a shared pace's next slot may legitimately lie, in seconds."""
+    return MAX_COOLDOWN + MAX_WAITING * longest_interval(ceiling, True) + 1
 
 
 def cooldown(seconds: float | None) -> float:
@@ -162,6 +179,10 @@ class LocalPace:
         self._next = slot + 1.0 / rate
         return slot - now
 
+    def hold_until(self, until: float) -> None:
+        """Hold every slot until ``until`` on this clock (a cooldown heard before)."""
+        self._cool_until = max(self._cool_until, min(until, self.clock.monotonic() + MAX_COOLDOWN))
+
     async def throttled(self, seconds: float | None, *, slow_down: bool) -> None:
         now = self.clock.monotonic()
         self._cool_until = max(self._cool_until, now + cooldown(seconds))
@@ -169,6 +190,179 @@ class LocalPace:
             current = self.rate or self.ceiling
             self._base = max(self.ceiling * MIN_SHARE, current / 2)
             self._base_at = now
+
+
+# The same pace kept in a shared store: a Lua script for Redis (capillary_async.redis
+# runs it), one round trip per request, on the store's clock. Three modes: "take" a
+# slot, "peek" (every read and write of "take", no slot taken) and "cool" (a 429 or
+# Retry-After). Times are text with microseconds (Lua's tostring keeps four
+# decimals of an epoch time: too coarse above a few thousand requests per second).
+# A value no limiter writes (not a number, NaN, infinite, a cooldown past the
+# longest pause, a next slot past ``slot_horizon``, a rate stamped in the future)
+# is replaced, and its role returned. KEYS: tat, cool, rate, members. ARGV:
+# ceiling, adaptive, member, ttl (ms), floor share, recovery per second, longest
+# pause, presence, slot horizon; then mode, pause, slow down.
+SHARED_PACE = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
+local ceiling, ttl, longest = tonumber(ARGV[1]), tonumber(ARGV[4]), tonumber(ARGV[7])
+local floor, mode = ceiling * tonumber(ARGV[5]), ARGV[10]
+local damaged = {}
+local function stamp(x) return string.format('%.6f', x) end
+local function keep(key, at)
+  redis.call('SET', key, stamp(at), 'PX', math.max(ttl, math.ceil((at - now) * 1000) + 1000))
+end
+local function time_in(key, ahead, role)
+  local x = redis.call('GET', key)
+  if not x then return nil end
+  x = tonumber(x)
+  if x and x >= 0 and x <= now + ahead then return x end
+  redis.call('DEL', key)
+  damaged[#damaged + 1] = role
+end
+local function rate_now()
+  local got = redis.call('HMGET', KEYS[3], 'base', 'at')
+  if not (got[1] or got[2]) then return ceiling end
+  local base, at = tonumber(got[1]), tonumber(got[2])
+  if not (base and at and base > 0 and base < math.huge and at >= 0 and at <= now + 1) then
+    redis.call('HDEL', KEYS[3], 'base', 'at')
+    damaged[#damaged + 1] = 'rate'
+    return ceiling
+  end
+  local grown = base + math.max(0, now - at) * ceiling * tonumber(ARGV[6])
+  return math.min(ceiling, math.max(floor, grown))
+end
+local rate = ceiling
+if ARGV[2] == '1' then rate = rate_now() end
+local cool = time_in(KEYS[2], longest + 1, 'cool')
+local delay = 0
+if mode == 'cool' then
+  local until_ = now + tonumber(ARGV[11])
+  if (not cool) or until_ > cool then keep(KEYS[2], until_) end
+  if ARGV[12] == '1' then
+    local half = string.format('%.17g', math.max(floor, rate / 2))
+    redis.call('HSET', KEYS[3], 'base', half, 'at', stamp(now))
+    redis.call('PEXPIRE', KEYS[3], ttl)
+  end
+else
+  redis.call('HSETNX', KEYS[3], 'ceiling', ARGV[1])
+  redis.call('PEXPIRE', KEYS[3], ttl)
+  local slot = now
+  if cool and cool > slot then slot = cool end
+  local tat = time_in(KEYS[1], tonumber(ARGV[9]), 'tat')
+  if tat and tat > slot then slot = tat end
+  if mode == 'take' then keep(KEYS[1], slot + 1 / rate) else keep(KEYS[1], slot) end
+  redis.call('ZADD', KEYS[4], now, ARGV[3])
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[8]))
+  redis.call('ZREMRANGEBYSCORE', KEYS[4], '(' .. stamp(now + 1), '+inf')
+  redis.call('PEXPIRE', KEYS[4], ttl)
+  delay = slot - now
+end
+return {stamp(delay), redis.call('ZCARD', KEYS[4]), string.format('%.17g', rate),
+        redis.call('HGET', KEYS[3], 'ceiling') or '', table.concat(damaged, ',')}
+"""
+
+
+class FallbackPace:
+    """A pace kept in a shared store, with this member's share kept locally while it fails.
+
+    A subclass reaches the store in ``remote(mode, pause, slow)``: ``"take"`` a
+    slot (the delay until it), or ``"cool"`` (record a pause). Any failure of it
+    (an ``Exception``; cancellation goes through) is an outage: one warning
+    naming the cause (``describe``), then a local pace at ``ceiling / members``
+    that holds any cooldown heard before; the store is probed every
+    ``probe_every`` seconds, and the first answer rejoins it. So ``reserve``
+    and ``throttled`` never raise but for cancellation.
+    """
+
+    #: What the store is called in warnings, and how often it is probed during an outage.
+    store, probe_every = "the store", 1.0
+    #: How long a call to the store may take, and a probe of it during an outage.
+    timeout, probe_timeout = 0.5, 0.1
+
+    def __init__(  # noqa: PLR0917 - the limiter's own settings, handed over once
+        self,
+        name: str,
+        ceiling: float,
+        adaptive: bool,
+        clock: Clock,
+        members: int,
+        log: logging.Logger,
+    ) -> None:
+        self.name = name
+        self.ceiling = ceiling
+        self.adaptive = adaptive
+        self.clock = clock
+        #: Members assumed until the store tells (the fallback's share divides by it).
+        self.members = members
+        self.rate = ceiling  # the rate the store last said (an adaptive one recovers)
+        self.log = log
+        self._warned: set[str] = set()  # what was warned of once
+        self.local: LocalPace | None = None  # set while the store cannot be used
+        self.outages = 0
+        self._probe_at = 0.0
+        self._cool_until = 0.0  # the last cooldown heard of, kept for a fallback
+
+    async def remote(self, mode: str, pause: float = 0.0, slow: bool = False) -> float:
+        raise NotImplementedError
+
+    def describe(self, exc: BaseException) -> str:
+        return f"the shared pace failed ({type(exc).__name__})"
+
+    def _warn_once(self, what: str, message: str, *args: object) -> None:
+        """Warn of ``what`` the first time only (``message`` starts with the name)."""
+        if what not in self._warned:
+            self._warned.add(what)
+            self.log.warning(message, self.name, *args)
+
+    async def reserve(self) -> float:
+        local = self.local
+        if local is not None and self.clock.monotonic() < self._probe_at:
+            return await local.reserve()
+        try:
+            with anyio.fail_after(self.timeout if local is None else self.probe_timeout):
+                delay = await self.remote("take")
+        except Exception as exc:  # noqa: BLE001 - any failure is an outage, never the caller's
+            return await self._fall_back(exc).reserve()
+        if local is not None:
+            self.local = None
+            self.log.warning(
+                "rate limiter %s: %s answers again; pacing is shared", self.name, self.store
+            )
+        return delay
+
+    async def throttled(self, seconds: float | None, *, slow_down: bool) -> None:
+        pause = cooldown(seconds)
+        self._cool_until = max(self._cool_until, self.clock.monotonic() + pause)
+        local = self.local
+        if local is None:
+            try:
+                with anyio.fail_after(self.timeout):
+                    await self.remote("cool", pause, slow_down and self.adaptive)
+            except Exception as exc:  # noqa: BLE001 - any failure is an outage
+                local = self._fall_back(exc)
+            else:
+                return
+        await local.throttled(pause, slow_down=slow_down)
+
+    def _fall_back(self, exc: BaseException) -> LocalPace:
+        """Pace locally at this member's share of the rate; try the store again soon."""
+        self._probe_at = self.clock.monotonic() + self.probe_every
+        if self.local is None:
+            self.outages += 1
+            share = self.ceiling / self.members
+            self.local = LocalPace(self.clock, share, adaptive=self.adaptive)
+            self.local.hold_until(self._cool_until)  # a cooldown heard before still holds
+            self.log.warning(
+                "rate limiter %s: %s; pacing locally at %.3g requests per second (a share of "
+                "%g among %d members) until it answers",
+                self.name,
+                self.describe(exc),
+                share,
+                self.ceiling,
+                self.members,
+            )
+        return self.local
 
 
 class _Waiter:

@@ -15,28 +15,28 @@ in adaptive mode it also halves the shared rate, which grows back by a tenth
 of ``rate_limit`` per second. Keys share one hash tag, ``{name}``, so the
 script works on Redis Cluster.
 
-When Redis cannot be reached, requests neither stall nor fail: the limiter
-warns once and paces locally at ``rate_limit`` divided by the number of
-members it last saw (each member's fair share, so an outage does not let the
-fleet exceed the limit), probes Redis again each second, and rejoins the
-shared pace when Redis answers.
+Whatever goes wrong with Redis, requests neither stall nor fail: the limiter
+warns once, naming the cause, paces locally at its share of the rate, and
+rejoins when Redis answers. A value no limiter writes is replaced, with a
+warning. ``check()`` runs the real script once before a run.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
+import re
 import uuid
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
 import anyio
 import redis.asyncio as aioredis
+from redis import exceptions as rx
+from redis._parsers import _AsyncRESP2Parser, _AsyncRESP3Parser
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.exceptions import AuthenticationError, RedisError, ResponseError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ._config import Clock, SystemClock
 from ._exceptions import CapillaryError
@@ -44,9 +44,11 @@ from ._limiter import (
     MAX_COOLDOWN,
     MIN_SHARE,
     RECOVERY_PER_SECOND,
+    SHARED_PACE,
     Dispatcher,
-    LocalPace,
-    cooldown,
+    FallbackPace,
+    check_rate,
+    slot_horizon,
 )
 
 __all__ = ["RedisLimiter", "RedisLimiterError"]
@@ -56,233 +58,202 @@ logger = logging.getLogger("capillary_async.redis")
 
 #: How long a member counts as present after its last request, in seconds.
 PRESENCE = 10.0
-#: How often an unreachable Redis is tried again, in seconds.
-PROBE_EVERY = 1.0
 #: How long one Redis call may take before the limiter paces locally, in seconds.
-REDIS_TIMEOUT = 0.5
-#: How long a probe of an unreachable Redis may hold up a request, in seconds.
-PROBE_TIMEOUT = 0.1
+REDIS_TIMEOUT = FallbackPace.timeout
+#: The most one reply to the limiter may hold, in bytes (its replies hold a few dozen).
+MAX_REPLY = 64 * 1024
 
-# Times are kept as text with microseconds (Lua's tostring keeps four decimals of an
-# epoch time: 100 us, too coarse above a few thousand requests per second). The
-# rate never leaves [ceiling / 64, ceiling], a timestamp from a clock that stepped
-# back never reaches further ahead than the longest pause, and the ceiling the
-# first member set is returned so that a member with another one can say so.
-_COMMON = """
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local ceiling = tonumber(ARGV[1])
-local floor = ceiling * tonumber(ARGV[5])
-local longest = tonumber(ARGV[7])
-local function rate_now(key)
-  local base = tonumber(redis.call('HGET', key, 'base'))
-  local at = tonumber(redis.call('HGET', key, 'at'))
-  if not (base and at) then return ceiling end
-  local since = math.max(0, now - at)
-  return math.min(ceiling, math.max(floor, base + since * ceiling * tonumber(ARGV[6])))
-end
-local function stamp(x) return string.format('%.6f', x) end
-"""
-
-_RESERVE = (
-    _COMMON
-    + """
-redis.call('HSETNX', KEYS[3], 'ceiling', ARGV[1])
-redis.call('PEXPIRE', KEYS[3], ARGV[4])
-local rate = ceiling
-if ARGV[2] == '1' then rate = rate_now(KEYS[3]) end
-local slot = now
-local cool = tonumber(redis.call('GET', KEYS[2]))
-if cool and cool > now + longest then cool = now + longest end
-if cool and cool > slot then slot = cool end
-local tat = tonumber(redis.call('GET', KEYS[1]))
-if tat and tat > slot + longest then tat = nil end
-if tat and tat > slot then slot = tat end
-redis.call('SET', KEYS[1], stamp(slot + 1 / rate), 'PX', ARGV[4])
-redis.call('ZADD', KEYS[4], now, ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[4], '-inf', now - tonumber(ARGV[8]))
-redis.call('PEXPIRE', KEYS[4], ARGV[4])
-return {stamp(slot - now), redis.call('ZCARD', KEYS[4]), stamp(rate),
-        redis.call('HGET', KEYS[3], 'ceiling')}
-"""
-)
-
-_THROTTLED = (
-    _COMMON
-    + """
-local until_ = now + tonumber(ARGV[2])
-local cool = tonumber(redis.call('GET', KEYS[1]))
-if (not cool) or until_ > cool or cool > now + longest then
-  redis.call('SET', KEYS[1], stamp(until_), 'PX', ARGV[4])
-end
-if ARGV[3] == '1' then
-  local rate = rate_now(KEYS[2])
-  redis.call('HSET', KEYS[2], 'base', stamp(math.max(floor, rate / 2)), 'at', stamp(now))
-  redis.call('PEXPIRE', KEYS[2], ARGV[4])
-end
-return 1
-"""
-)
-
-#: Redis errors that are a configuration mistake rather than an outage.
-_REFUSALS = ("NOAUTH", "WRONGPASS", "NOPERM", "NOSCRIPT")
+#: The keys the pace script may name as damaged, by what each holds.
+_ROLES = {"tat": "the next slot", "cool": "the cooldown", "rate": "the adaptive rate"}
 
 
 class RedisLimiterError(CapillaryError):
-    """Redis cannot be used for the shared pace (unreachable, or refusing the credentials)."""
+    """Redis cannot be used for the shared pace: unreachable, refusing, or misconfigured."""
+
+
+class _ForeignReplyError(Exception):
+    """Redis answered with something the limiter's scripts never return."""
 
 
 def _why(exc: BaseException) -> str:
-    """What went wrong, in our words (a URL in redis's own text may carry a password)."""
-    if isinstance(exc, AuthenticationError) or (
-        isinstance(exc, ResponseError) and str(exc).startswith(_REFUSALS)
-    ):
-        return "Redis refused the credentials or the command (check the URL's user and password)"
-    if isinstance(exc, (TimeoutError, RedisTimeoutError)):
+    """What went wrong, in our words (redis's own text may quote the URL or a password)."""
+    text, name = str(exc), type(exc).__name__
+    chain = [exc.__cause__, exc.__context__]
+    if isinstance(exc, (_ForeignReplyError, rx.InvalidResponse)):
+        return "Redis answered with a reply the limiter never gets (a proxy, or another server?)"
+    if isinstance(exc, rx.AuthenticationError) or text.startswith(("NOAUTH", "WRONGPASS")):
+        return "Redis refused the credentials (check the URL's user and password)"
+    if isinstance(exc, rx.NoPermissionError) or text.startswith("NOPERM"):
+        return "the Redis user may not run the limiter's script on its keys (see its ACL)"
+    if isinstance(exc, rx.AskError):  # MOVED is one
+        return "this Redis is a cluster node without the limiter's keys (MOVED): use RedisCluster"
+    if isinstance(exc, rx.ReadOnlyError):
+        return "this Redis is a read-only replica: give the limiter the primary"
+    if "DB index is out of range" in text:
+        return "the URL's database index is out of range for this Redis"
+    if "WRONGTYPE" in text:
+        return "a key of the limiter holds another type of value (is the name used elsewhere?)"
+    if "unknown command" in text:
+        return "this server does not run Redis scripts (a Sentinel, or a proxy?)"
+    if any("CERTIFICATE_VERIFY_FAILED" in str(e) for e in [exc, *chain] if e is not None):
+        return "Redis's TLS certificate could not be verified (check ssl_ca_certs and the host)"
+    if isinstance(exc, TypeError) and "keyword argument" in text:
+        return "the Redis client was given an option it does not know"
+    if isinstance(exc, (TimeoutError, rx.TimeoutError)):
         return "Redis did not answer in time"
-    return f"Redis cannot be reached ({type(exc).__name__})"
+    if isinstance(exc, rx.ClusterDownError):
+        return "the Redis Cluster is down"
+    if isinstance(exc, rx.RedisClusterException):
+        return "no node of the Redis Cluster can be reached"
+    if isinstance(exc, rx.ResponseError):
+        return "Redis refused the limiter's script with an error"
+    if isinstance(exc, (rx.RedisError, OSError)):
+        return f"Redis cannot be reached ({name})"
+    return f"the Redis client failed on an answer, {name} (a proxy, or another server?)"
 
 
-class _RedisPace:
-    """The shared pace, with a local one standing in while Redis cannot be reached."""
+def _texts(reply: Any, n: int) -> list[str]:
+    """A script's reply of ``n`` short scalars as text, or ``_ForeignReplyError``."""
+    if not isinstance(reply, list) or len(reply) != n:
+        raise _ForeignReplyError
+    texts = []
+    for item in reply:
+        if isinstance(item, bytes):
+            item = item.decode("utf-8", "replace")  # noqa: PLW2901 - the same item, as text
+        if not (isinstance(item, str) or type(item) is int) or len(str(item)) > 1024:
+            raise _ForeignReplyError
+        texts.append(str(item))
+    return texts
+
+
+def _bounded(parser: type[Any]) -> type[Any]:
+    """``parser`` refusing a reply past ``MAX_REPLY`` bytes before reading it."""
+
+    class Bounded(parser):  # type: ignore[misc]
+        _left = MAX_REPLY
+
+        async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+            self._left = MAX_REPLY
+            return await super().read_response(*args, **kwargs)
+
+        def _spend(self, size: int) -> None:
+            self._left -= size + 2
+            if self._left < 0:
+                raise rx.InvalidResponse("a reply larger than the limiter ever gets")
+
+        async def _read(self, length: int) -> Any:
+            self._spend(length)  # before reading: a huge length is refused unread
+            return await super()._read(length)
+
+        async def _readline(self) -> Any:  # asyncio bounds a line to 64 KiB
+            line = await super()._readline()
+            self._spend(len(line))
+            return line
+
+    return Bounded
+
+
+_BOUNDED = {2: _bounded(_AsyncRESP2Parser), 3: _bounded(_AsyncRESP3Parser)}
+
+
+def _client_from_url(url: str) -> Any:
+    """A ``redis.asyncio.Redis`` for ``url``, its replies bounded; ``ValueError`` if refused.
+
+    redis-py hands a query option it does not know to each connection, which
+    then fails at every call; here it is refused at once, as is a value the
+    client refuses (``ssl_cert_reqs=bogus``). Nothing of the URL is quoted.
+    """
+    try:
+        client = aioredis.Redis.from_url(
+            url,
+            socket_timeout=REDIS_TIMEOUT,
+            socket_connect_timeout=REDIS_TIMEOUT,
+            retry_on_timeout=False,
+            retry=Retry(NoBackoff(), 0),  # the limiter falls back at once; it retries itself
+        )
+        query = parse_qsl(urlsplit(url).query, keep_blank_values=True)
+    except Exception:  # noqa: BLE001 - in our words: the URL may hold a password
+        raise ValueError("url: not a Redis URL (redis://, rediss://, unix://)") from None
+    pool = client.connection_pool
+    blank = {key: None for key, value in query if not value and key != "max_connections"}
+    try:  # a connection made now, not connected: what each call would make
+        probe = pool.connection_class(**{**blank, **pool.connection_kwargs})
+    except Exception as exc:  # noqa: BLE001 - refused here, not at every call
+        found = re.search(r"argument '(\w{1,40})'", str(exc))
+        what = found[1] if found and found[1] in dict(query) else "an option or its value"
+        raise ValueError(f"url: the Redis client refuses {what} (misspelt?)") from None
+    protocol = 3 if str(getattr(probe, "protocol", 2)) == "3" else 2
+    pool.connection_kwargs["parser_class"] = _BOUNDED[protocol]
+    return client
+
+
+class _RedisPace(FallbackPace):
+    """The shared pace in Redis, with a local one standing in while Redis cannot be used."""
+
+    store = "Redis"
 
     def __init__(  # noqa: PLR0917 - the limiter's own settings, handed over once
-        self,
-        client: Any,
-        name: str,
-        rate_limit: float,
-        adaptive: bool,
-        clock: Clock,
-        members: int,
+        self, client: Any, name: str, ceiling: float, adaptive: bool, clock: Clock, members: int
     ) -> None:
-        self.client = client
-        self.name = name
-        self.ceiling = rate_limit
-        self.adaptive = adaptive
-        self.clock = clock
+        super().__init__(name, ceiling, adaptive, clock, members, logger)
         tag = "{" + name + "}"  # one hash slot for every key: Redis Cluster runs the script
         self.keys = [f"capillary:{tag}:{part}" for part in ("tat", "cool", "rate", "members")]
-        self.member = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
-        #: Members assumed until Redis tells (the fallback's share divides by it).
-        self.members = members
-        self.rate = rate_limit
+        member = f"{os.getpid()}-{uuid.uuid4().hex[:12]}"
         # Keys outlive a quiet fleet long enough to keep its cooldown and adaptive rate.
-        self.ttl_ms = str(int(max(60.0, 10 / rate_limit) * 1000))
-        self._reserve = client.register_script(_RESERVE)
-        self._throttled = client.register_script(_THROTTLED)
-        self.local: LocalPace | None = None  # set while Redis is out of reach
-        self._probe_at = 0.0
-        self._cool_until = 0.0  # the last cooldown heard of, kept for a fallback
-        self._warned_ceiling = False
-        self.outages = 0
+        ttl_ms = str(int(max(60.0, 10 / ceiling) * 1000))
+        self._args = [repr(ceiling), "1" if adaptive else "0", member, ttl_ms]
+        # The furthest ahead a slot may be: a pause, then slow intervals of waiting members.
+        self.horizon = slot_horizon(ceiling)
+        constants = (MIN_SHARE, RECOVERY_PER_SECOND, MAX_COOLDOWN, PRESENCE, self.horizon)
+        self._args += [repr(x) for x in constants]
+        self._script = client.register_script(SHARED_PACE)
 
-    @property
-    def shared(self) -> bool:
-        """Whether the limiter paces through Redis right now."""
-        return self.local is None
+    describe = staticmethod(_why)
 
-    async def reserve(self) -> float:
-        local = self.local
-        if local is not None and self.clock.monotonic() < self._probe_at:
-            return await local.reserve()
-        timeout = REDIS_TIMEOUT if local is None else PROBE_TIMEOUT
+    async def remote(self, mode: str, pause: float = 0.0, slow: bool = False) -> float:
+        """The script in ``mode``: the delay until the slot, its reply checked and heeded."""
+        args = [*self._args, mode, repr(pause), "1" if slow else "0"]
+        reply = _texts(await self._script(keys=self.keys, args=args), 5)
         try:
-            with anyio.fail_after(timeout):
-                delay, members, rate, ceiling = await self._reserve(
-                    keys=self.keys,
-                    args=[
-                        repr(self.ceiling),
-                        "1" if self.adaptive else "0",
-                        self.member,
-                        self.ttl_ms,
-                        repr(MIN_SHARE),
-                        repr(RECOVERY_PER_SECOND),
-                        repr(MAX_COOLDOWN),
-                        repr(PRESENCE),
-                    ],
-                )
-        except (RedisError, OSError, TimeoutError) as exc:
-            return await self._fall_back(exc)
-        if local is not None:
-            self.local = None
-            logger.warning("rate limiter %s: Redis answers again; pacing is shared", self.name)
-        self.members = max(1, int(members))
-        self.rate = float(rate)
-        self._check_ceiling(ceiling)
-        return min(MAX_COOLDOWN, max(0.0, float(delay)))
-
-    def _check_ceiling(self, stored: Any) -> None:
-        try:
-            theirs = float(stored.decode() if isinstance(stored, bytes) else stored)
-        except (TypeError, ValueError):
-            return
-        if theirs != self.ceiling and not self._warned_ceiling:
-            self._warned_ceiling = True
-            logger.warning(
-                "rate limiter %s: another member set the shared rate to %g requests per "
-                "second, this one to %g; the pace is shared, so give every member the same "
-                "rate_limit",
-                self.name,
-                theirs,
-                self.ceiling,
+            delay, members, rate = float(reply[0]), int(reply[1]), float(reply[2])
+        except ValueError:
+            raise _ForeignReplyError from None
+        roles = [role for role in reply[4].split(",") if role]
+        if not (
+            0 <= delay <= self.horizon + 1
+            and members >= 0
+            and self.ceiling * MIN_SHARE * 0.999 <= rate <= self.ceiling * 1.001
+            and set(roles) <= _ROLES.keys()
+        ):
+            raise _ForeignReplyError
+        for role in roles:
+            self._warn_once(
+                role,
+                "rate limiter %s: Redis held %s (%s) at a value no limiter writes (damaged, "
+                "or Redis's clock stepped back); it was replaced",
+                _ROLES[role],
+                self.keys[list(_ROLES).index(role)],
             )
-
-    async def throttled(self, seconds: float | None, *, slow_down: bool) -> None:
-        pause = cooldown(seconds)
-        self._cool_until = max(self._cool_until, self.clock.monotonic() + pause)
-        if self.local is not None:
-            await self.local.throttled(pause, slow_down=slow_down)
-            return
-        try:
-            with anyio.fail_after(REDIS_TIMEOUT):
-                await self._throttled(
-                    keys=[self.keys[1], self.keys[2]],
-                    args=[
-                        repr(self.ceiling),
-                        repr(pause),
-                        "1" if slow_down and self.adaptive else "0",
-                        self.ttl_ms,
-                        repr(MIN_SHARE),
-                        repr(RECOVERY_PER_SECOND),
-                        repr(MAX_COOLDOWN),
-                    ],
-                )
-        except (RedisError, OSError, TimeoutError) as exc:
-            await self._fall_back(exc)
-            await self._local().throttled(pause, slow_down=slow_down)
-
-    def _local(self) -> LocalPace:
-        if self.local is None:
-            raise RuntimeError("the limiter is not in its local fallback")
-        return self.local
-
-    async def _fall_back(self, exc: BaseException) -> float:
-        """Pace locally at this member's share of the rate; try Redis again in a second."""
-        self._probe_at = self.clock.monotonic() + PROBE_EVERY
-        if self.local is None:
-            self.outages += 1
-            share = self.ceiling / self.members
-            self.local = LocalPace(self.clock, share, adaptive=self.adaptive)
-            remaining = self._cool_until - self.clock.monotonic()
-            if remaining > 0:  # a cooldown heard before the outage still holds
-                await self.local.throttled(remaining, slow_down=False)
-            logger.warning(
-                "rate limiter %s: %s; pacing locally at %.3g requests per second (a share of "
-                "%g among %d members) until it answers",
-                self.name,
-                _why(exc),
-                share,
-                self.ceiling,
-                self.members,
-            )
-        return await self.local.reserve()
+        if mode != "cool":
+            self.members = max(1, members)
+            with contextlib.suppress(ValueError):
+                if (theirs := float(reply[3])) != self.ceiling:
+                    self._warn_once(
+                        "ceiling",
+                        "rate limiter %s: another member shares this pace at %g requests per "
+                        "second, this one at %g; give every member the same rate_limit",
+                        theirs,
+                        self.ceiling,
+                    )
+        self.rate = rate
+        return delay
 
     async def check(self) -> None:
-        """One shared reservation now, or ``RedisLimiterError`` saying why not."""
+        """The script once, taking no slot, or ``RedisLimiterError`` saying why not."""
         try:
             with anyio.fail_after(REDIS_TIMEOUT * 2):
-                await self.client.ping()
-        except (RedisError, OSError, TimeoutError) as exc:
+                await self.remote("peek")
+        except Exception as exc:  # noqa: BLE001 - every cause is named, in our words
             raise RedisLimiterError(f"rate limiter {self.name}: {_why(exc)}") from None
 
 
@@ -291,13 +262,16 @@ class RedisLimiter:
 
     ``client`` is a ``redis.asyncio`` client (``Redis`` or ``RedisCluster``);
     ``from_url`` makes one. Every Redis call is bounded (half a second; a
-    tenth while probing an outage), so a Redis that hangs costs little before
-    the local fallback takes over. Every member must give the same
-    ``rate_limit`` (one that differs is warned of once). ``members`` is how
-    many members to assume until Redis has been reached: the fallback's share
-    is ``rate_limit / members``, so a fleet of N that starts while Redis is
-    down should say N. Like any asyncio client, it belongs to the event loop
-    it is first used in.
+    tenth while probing an outage). Any failure (Redis unreachable, hanging or
+    refusing, a cluster with no node up, a reply of another shape) makes the
+    limiter pace locally with one warning naming the cause: ``acquire()`` and
+    ``throttled()`` never raise but for cancellation. Every member must give
+    the same ``rate_limit``, at least 0.001 (one that differs is warned of
+    once); every rate is honoured however slow. ``members`` is how many
+    members to assume until Redis has been reached: the fallback's share is
+    ``rate_limit / members``, so a fleet of N that starts while Redis is down
+    should say N. Like any asyncio client, it belongs to the event loop it is
+    first used in.
     """
 
     def __init__(
@@ -315,13 +289,12 @@ class RedisLimiter:
             raise ValueError("name: must be a non-empty string without braces")
         if len(name) > 200:
             raise ValueError("name: must be at most 200 characters")
-        if isinstance(rate_limit, bool) or not 0 < rate_limit < math.inf:
-            raise ValueError("rate_limit: must be a positive number of requests per second")
+        rate = check_rate(rate_limit)
         if isinstance(members, bool) or not isinstance(members, int) or members < 1:
             raise ValueError("members: must be a whole number of at least 1")
         self.name = name
         self.clock: Clock = clock if clock is not None else SystemClock()
-        self._pace = _RedisPace(client, name, float(rate_limit), adaptive, self.clock, members)
+        self._pace = _RedisPace(client, name, rate, adaptive, self.clock, members)
         self._dispatcher = Dispatcher(self._pace, self.clock)
         self._client = client
         self._owns_client = owns_client
@@ -337,16 +310,14 @@ class RedisLimiter:
         members: int = 1,
         clock: Clock | None = None,
     ) -> RedisLimiter:
-        """A limiter on the Redis at ``url`` (``redis://``, ``rediss://``, ``unix://``)."""
-        client = aioredis.Redis.from_url(
-            url,
-            socket_timeout=REDIS_TIMEOUT,
-            socket_connect_timeout=REDIS_TIMEOUT,
-            retry_on_timeout=False,
-            retry=Retry(NoBackoff(), 0),  # the limiter falls back at once; it retries itself
-        )
+        """A limiter on the Redis at ``url`` (``redis://``, ``rediss://``, ``unix://``).
+
+        ``ValueError``, never quoting the URL, if it is not a Redis URL or has
+        a query option redis-py does not know or a value it refuses. A reply
+        larger than the limiter ever gets is refused before it is read.
+        """
         return cls(
-            client,
+            _client_from_url(url),
             name=name,
             rate_limit=rate_limit,
             adaptive=adaptive,
@@ -356,13 +327,13 @@ class RedisLimiter:
         )
 
     def __repr__(self) -> str:
-        state = "shared" if self._pace.shared else "local fallback"
+        state = "shared" if self.shared else "local fallback"
         return f"<RedisLimiter {self.name} rate_limit={self._pace.ceiling} {state}>"
 
     @property
     def shared(self) -> bool:
-        """Whether requests are paced through Redis now (False while it cannot be reached)."""
-        return self._pace.shared
+        """Whether requests are paced through Redis now (False while it cannot be used)."""
+        return self._pace.local is None
 
     @property
     def members(self) -> int:
@@ -375,10 +346,15 @@ class RedisLimiter:
         return self._pace.rate
 
     async def check(self) -> None:
-        """Reach Redis now: ``RedisLimiterError`` (our words, no URL) if it cannot be used.
+        """Run the limiter's script once: ``RedisLimiterError`` (our words) if it cannot.
 
-        A command line calls this before sending anything, so that a wrong URL
-        or password is a usage error, not a fleet quietly pacing alone.
+        The script does every read and write of a reservation but takes no
+        slot. A wrong password, a user without script or key permissions, a
+        cluster node that does not hold the keys (MOVED), a read-only replica,
+        a Sentinel, a key of another type, a database index out of range or an
+        unverified TLS certificate is each named as such, never quoting the
+        URL. A command line calls this before sending anything, so that such a
+        mistake is a usage error, not a fleet quietly pacing alone.
         """
         await self._pace.check()
 
@@ -390,5 +366,5 @@ class RedisLimiter:
 
     async def aclose(self) -> None:
         if self._owns_client:
-            with contextlib.suppress(RedisError, OSError):
+            with contextlib.suppress(Exception):
                 await self._client.aclose()

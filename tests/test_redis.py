@@ -1,4 +1,9 @@
-"""RedisLimiter on a real redis-server: shared rate, cooldown and adaptive rate; outages."""
+"""RedisLimiter on a real redis-server: shared rate, cooldown and adaptive rate; outages.
+
+Also what a Redis that misbehaves does to it (replies of another shape, a
+cluster that is down, damaged keys, configuration mistakes check() names), and
+slow rates.
+"""
 
 from __future__ import annotations
 
@@ -9,18 +14,32 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 import redis
+import redis.asyncio as aioredis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
 
 from capillary_async import BasicAuth, CapillaryClient, Progress
 from capillary_async.redis import RedisLimiter, RedisLimiterError
 from capillary_async.testing import Emulator, ManualTime, sample_expiry_updates
 
-from .redis_server import RedisServer, redis_server  # noqa: F401 - the fixture
+from .conftest import FakeClock
+from .fake_resp import HELLO, Answer, FakeResp, array, bulk, free_port, huge_bulk
+from .redis_server import (  # noqa: F401 - the fixtures
+    RedisServer,
+    StartRedis,
+    redis_cluster,
+    redis_server,
+    redis_servers,
+    self_signed_cert,
+)
 from .test_bulk_emulator import NOW
 
 pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
@@ -253,7 +272,7 @@ async def test_odd_state_in_redis_is_bounded_and_times_keep_microseconds(
     with anyio.fail_after(2):
         for _ in range(2):
             await lim.acquire()
-    assert lim.rate == pytest.approx(100.0 / 64)  # a damaged rate is held at the floor
+    assert lim.rate == 100.0  # a damaged rate is replaced: no limiter wrote it
     stored = raw.get("capillary:{odd}:tat").decode()
     assert len(stored.split(".")[1]) == 6  # microseconds, not Lua's four decimals
     other = limiter(redis_server, name="odd", rate_limit=1000.0)  # another rate, same name
@@ -268,3 +287,332 @@ async def test_odd_state_in_redis_is_bounded_and_times_keep_microseconds(
     raw.close()
     for each in (lim, other):
         await each.aclose()
+
+
+SECRET = "s3cret-pw"
+
+
+def logged(caplog: pytest.LogCaptureFixture) -> list[str]:
+    """The limiter's warnings, each checked to hold no password."""
+    found = [r.getMessage() for r in caplog.records if r.name == "capillary_async.redis"]
+    assert not [m for m in found if SECRET in m]
+    return found
+
+
+def with_password(url: str, user: str = "") -> str:
+    return url.replace("://", f"://{user}:{SECRET}@")
+
+
+# Replies no Redis gives the limiter's script, as a proxy or another server might.
+FOREIGN: dict[str, tuple[Callable[[list[bytes]], Answer], bytes]] = {
+    "two elements": (lambda _: array(bulk(b"0"), bulk(b"1")), HELLO),
+    "an integer": (lambda _: b":7\r\n", HELLO),
+    "a string": (lambda _: b"+OK\r\n", HELLO),
+    "nested arrays": (
+        lambda _: array(array(bulk(b"0")), bulk(b"1"), bulk(b"40"), bulk(b"40"), bulk(b"")),
+        HELLO,
+    ),
+    "64 MB": (lambda _: huge_bulk(64 << 20), HELLO),
+    "HELLO answered +OK": (lambda _: b"+OK\r\n", b"+OK\r\n"),
+}
+
+
+@pytest.mark.parametrize("case", list(FOREIGN))
+async def test_a_reply_of_another_shape_is_an_outage_never_an_error(
+    case: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="capillary_async.redis")
+    answer, hello = FOREIGN[case]
+    with FakeResp(answer, hello=hello) as fake:
+        url = with_password(fake.url) + ("?protocol=3" if hello != HELLO else "")
+        lim = RedisLimiter.from_url(url, name="odd", rate_limit=1000.0)
+        with pytest.raises(RedisLimiterError) as info:
+            await lim.check()
+        with anyio.fail_after(5):
+            for _ in range(3):
+                await lim.acquire()
+            await lim.throttled(0.01, slow_down=True)
+            await lim.acquire(priority=True)
+        await lim.aclose()
+        sent = fake.sent
+    message = str(info.value)
+    assert message.startswith("rate limiter odd: ")
+    assert SECRET not in message
+    assert "(a proxy, or another server?)" in message  # the cause, in our words
+    assert "Error(" not in message  # no repr of a foreign exception
+    assert not lim.shared
+    warnings = logged(caplog)
+    assert len(warnings) == 1  # one warning, then the local pace
+    assert "pacing locally" in warnings[0]
+    assert sent < 32 << 20  # a huge reply is refused, not read
+
+
+async def test_a_job_goes_on_when_redis_answers_with_another_shape(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="capillary_async.redis")
+    with FakeResp(lambda _: array(bulk(b"0"), bulk(b"1"))) as fake:
+        lim = RedisLimiter.from_url(fake.url, name="job", rate_limit=500.0)
+        async with Emulator(seed=4, customers=50, clock=ManualTime(NOW)) as emu:
+            items = list(sample_expiry_updates(emu.store, 20, seed=4, now=emu.clock.now()))
+            async with CapillaryClient(
+                emu.base_url, auth=BasicAuth("demo", "demo"), allow_insecure=True, limiter=lim
+            ) as client:
+                report = await client.points.bulk_update_expiry(items, chunk_size=5)
+        await lim.aclose()
+    assert report.total == report.succeeded + report.failed + report.invalid == 20
+    assert report.stop_reason is None
+    assert not lim.shared
+    assert ["a reply the limiter never gets" in m for m in logged(caplog)] == [True]
+
+
+async def test_a_cluster_with_no_node_up_is_an_outage_not_an_error(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="capillary_async.redis")
+    client = RedisCluster(host="127.0.0.1", port=free_port(), socket_connect_timeout=0.2)
+    lim = RedisLimiter(client, name="nodes", rate_limit=1000.0, owns_client=True)
+    with anyio.fail_after(5):
+        for _ in range(3):
+            await lim.acquire()
+    assert not lim.shared
+    assert ["no node of the Redis Cluster" in m for m in logged(caplog)] == [True]
+    with pytest.raises(RedisLimiterError, match="no node of the Redis Cluster can be reached"):
+        await lim.check()
+    await lim.aclose()
+
+
+async def test_on_redis_cluster_the_pace_is_shared_moved_is_named_and_a_cluster_down_is_no_error(
+    redis_cluster: list[RedisServer],  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="capillary_async.redis")
+    refusals = []
+    for node in redis_cluster:  # a plain client on a node: two of three do not hold the keys
+        plain = RedisLimiter.from_url(node.url, name="fleet", rate_limit=200.0)
+        try:
+            await plain.check()
+        except RedisLimiterError as exc:
+            refusals.append(str(exc))
+        await plain.aclose()
+    assert len(refusals) == 2
+    assert all("cluster node without the limiter's keys (MOVED)" in m for m in refusals)
+    # One retry, no backoff: a cluster that is gone raises RedisClusterException at once.
+    client = RedisCluster.from_url(
+        redis_cluster[0].url, socket_timeout=0.5, retry=Retry(NoBackoff(), 1)
+    )
+    lim = RedisLimiter(client, name="fleet", rate_limit=200.0, owns_client=True)
+    await lim.check()
+    async with Emulator(seed=5, customers=20) as emu:
+        item = next(iter(sample_expiry_updates(emu.store, 1, seed=5, now=emu.clock.now())))
+        item["expiryDate"] = {"expiryType": "FIXED_DATE", "expiryValue": "2031-01-01"}
+        async with CapillaryClient(
+            emu.base_url, auth=BasicAuth("demo", "demo"), allow_insecure=True, limiter=lim
+        ) as client:
+            for _ in range(4):
+                await client.points.update_expiry([item])
+            assert lim.shared
+            for node in redis_cluster:  # the whole cluster drops mid-job
+                node.stop()
+            until = time.monotonic() + 1.5  # past a probe of the cluster, a second later
+            while time.monotonic() < until:
+                with anyio.fail_after(5):
+                    await client.points.update_expiry([item])  # never fails for the limiter
+                await anyio.sleep(0.05)
+    await lim.aclose()
+    assert not lim.shared
+    warnings = logged(caplog)
+    assert len(warnings) == 1
+    assert "pacing locally" in warnings[0]
+
+
+def test_an_unknown_option_in_the_url_is_refused_at_once() -> None:
+    for url, named in [
+        ("redis://127.0.0.1:1/0?ssl_ca_cert=/etc/ca.pem", "ssl_ca_cert"),
+        ("redis://127.0.0.1:1/0?ssl_ca_cert=", "ssl_ca_cert"),  # blank, still misspelt
+        ("redis://127.0.0.1:1/0?ssl_cert_reqs=required", "ssl_cert_reqs"),  # not on redis://
+        ("rediss://127.0.0.1:1/0?ssl_cert_reqs=bogus", "an option or its value"),
+        ("redis://127.0.0.1:1/0?socket_timeout=soon", "not a Redis URL"),
+        ("http://127.0.0.1:1/0", "not a Redis URL"),
+    ]:
+        with pytest.raises(ValueError, match=r"^url: ") as info:
+            RedisLimiter.from_url(with_password(url), name="u", rate_limit=5.0)
+        assert named in str(info.value)
+        assert SECRET not in str(info.value)
+    fine = "redis://127.0.0.1:1/0?socket_keepalive=true&max_connections=4&protocol=2"
+    assert RedisLimiter.from_url(fine, name="u", rate_limit=5.0).shared  # made, not refused
+
+
+async def test_a_client_made_with_an_unknown_option_paces_locally_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="capillary_async.redis")
+    pool = aioredis.ConnectionPool(host="127.0.0.1", port=free_port(), ssl_ca_cert="ca.pem")
+    lim = RedisLimiter(aioredis.Redis(connection_pool=pool), name="opt", rate_limit=1000.0)
+    for _ in range(3):
+        await lim.acquire()  # not a TypeError from every request
+    assert ["an option it does not know" in m for m in logged(caplog)] == [True]
+    with pytest.raises(RedisLimiterError, match="an option it does not know"):
+        await lim.check()
+    await pool.aclose()
+
+
+async def test_a_slow_rate_stays_slow_through_redis_and_in_the_fallback(
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    clock = FakeClock()  # Redis's clock stands still while this one sleeps: slots pile up
+    lim = limiter(redis_server, name="slow", rate_limit=0.001, clock=clock)
+    for _ in range(3):
+        await lim.acquire()
+    assert lim.shared
+    assert clock.sleeps == [pytest.approx(1000.0, abs=1), pytest.approx(2000.0, abs=1)]
+    fallback = FakeClock()  # one of two members, Redis down: a share of 0.0005/s
+    down = RedisLimiter.from_url(
+        f"redis://127.0.0.1:{free_port()}/0", name="slow", rate_limit=0.001, members=2,
+        clock=fallback,
+    )  # fmt: skip
+    for _ in range(3):
+        await down.acquire()
+    assert not down.shared
+    assert fallback.sleeps == [pytest.approx(2000.0), pytest.approx(2000.0)]
+    with pytest.raises(ValueError, match="rate_limit"):
+        limiter(redis_server, rate_limit=0.0005)
+    for each in (lim, down):
+        await each.aclose()
+
+
+async def test_damaged_keys_are_replaced_with_one_warning_each(
+    redis_server: RedisServer,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="capillary_async.redis")
+    redis.Redis.from_url(redis_server.url).config_set("requirepass", SECRET)
+    url = with_password(redis_server.url)
+    raw = redis.Redis.from_url(url)
+    cool, rate = "capillary:{dmg}:cool", "capillary:{dmg}:rate"
+    now = float(raw.time()[0])
+    damage: list[tuple[str, Callable[[], Any]]] = [
+        ("the cooldown", lambda: raw.set(cool, "1e308")),  # no expiry: it would park the fleet
+        ("the cooldown", lambda: raw.set(cool, "inf")),
+        ("the cooldown", lambda: raw.set(cool, "nan")),
+        ("the adaptive rate", lambda: raw.hset(rate, mapping={"base": "nan", "at": now})),
+        ("the adaptive rate", lambda: raw.hset(rate, mapping={"base": 1.5, "at": now + 1e7})),
+    ]
+    for role, damage_it in damage:
+        caplog.clear()
+        damage_it()
+        lim = RedisLimiter.from_url(url, name="dmg", rate_limit=100.0, adaptive=True)
+        with anyio.fail_after(2):  # no 600 s pause, no rate pinned at 1/64
+            for _ in range(3):
+                await lim.acquire()
+        assert lim.shared
+        assert lim.rate == 100.0
+        warnings = logged(caplog)
+        assert len(warnings) == 1, warnings
+        assert f"Redis held {role} (capillary:{{dmg}}:" in warnings[0]
+        assert raw.get(cool) is None
+        assert raw.hget(rate, "base") is None
+        await lim.aclose()
+    raw.close()
+
+
+async def test_a_long_cooldown_outlives_the_keys_usual_expiry(
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    lim = limiter(redis_server, name="long")
+    await lim.throttled(300.0, slow_down=False)  # a Retry-After of five minutes
+    raw = redis.Redis.from_url(redis_server.url)
+    assert raw.pttl("capillary:{long}:cool") > 299_000  # not the 60 s of a quiet key
+    raw.close()
+    await lim.aclose()
+
+
+async def test_check_runs_the_script_and_takes_no_slot(
+    redis_server: RedisServer,  # noqa: F811
+) -> None:
+    lim = limiter(redis_server, name="checked", rate_limit=0.5)  # a slot every 2 s
+    await lim.check()
+    raw = redis.Redis.from_url(redis_server.url)
+    assert raw.exists("capillary:{checked}:tat", "capillary:{checked}:members") == 2
+    raw.close()
+    started = time.monotonic()
+    await lim.acquire()  # the first slot is still free
+    assert time.monotonic() - started < 0.5
+    await lim.aclose()
+
+
+async def test_check_names_an_acl_user_that_may_not_run_the_script(
+    redis_server: RedisServer,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="capillary_async.redis")
+    raw = redis.Redis.from_url(redis_server.url)
+    users = {
+        "pingonly": ["+ping"],
+        "noscripts": ["~*", "+@all", "-@scripting"],
+        "otherkeys": ["~other:*", "+@all"],
+    }
+    for user, rules in users.items():
+        raw.acl_setuser(user, enabled=True, passwords=[f"+{SECRET}"], reset_keys=False)
+        raw.execute_command("ACL", "SETUSER", user, *rules)
+    raw.close()
+    for user in users:
+        caplog.clear()
+        lim = RedisLimiter.from_url(
+            with_password(redis_server.url, user), name="acl", rate_limit=1e3
+        )
+        assert await lim._client.ping()  # PING passes: the old check did not see it
+        with pytest.raises(RedisLimiterError) as info:
+            await lim.check()
+        assert "may not run the limiter's script on its keys" in str(info.value)
+        assert SECRET not in str(info.value)
+        for _ in range(2):
+            await lim.acquire()  # during a run: the local pace, one warning naming the cause
+        assert ["may not run the limiter's script" in m for m in logged(caplog)] == [True]
+        await lim.aclose()
+
+
+async def test_check_names_a_replica_a_sentinel_a_key_of_another_type_and_a_db_index(
+    redis_server: RedisServer,  # noqa: F811
+    redis_servers: StartRedis,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    replica = redis_servers("--replicaof", "127.0.0.1", str(redis_server.port))
+    sentinel_conf = tmp_path / "sentinel.conf"
+    sentinel_conf.write_text(f"sentinel monitor main 127.0.0.1 {redis_server.port} 1\n")
+    sentinel = redis_servers(str(sentinel_conf), "--sentinel")
+    redis.Redis.from_url(redis_server.url).set("capillary:{typed}:rate", "not a hash")
+    cases = [
+        (replica.url, "fleet", "a read-only replica"),
+        (sentinel.url, "fleet", "does not run Redis scripts (a Sentinel"),
+        (redis_server.url, "typed", "holds another type of value"),
+        (redis_server.url.replace("/0", "/99"), "fleet", "database index is out of range"),
+    ]
+    for url, name, why in cases:
+        lim = RedisLimiter.from_url(with_password(url) if "/99" in url else url, name=name,
+                                    rate_limit=10.0)  # fmt: skip
+        with pytest.raises(RedisLimiterError, match=f"^rate limiter {name}: ") as info:
+            await lim.check()
+        assert why in str(info.value)
+        await lim.acquire()  # a run does not fail on it
+        assert not lim.shared
+        await lim.aclose()
+
+
+async def test_check_names_a_tls_certificate_it_cannot_verify(
+    redis_servers: StartRedis,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    cert, key = self_signed_cert(tmp_path)
+    server = redis_servers(
+        "--tls-cert-file", str(cert), "--tls-key-file", str(key), "--tls-ca-cert-file",
+        str(cert), "--tls-auth-clients", "no", tls=True,
+    )  # fmt: skip
+    lim = RedisLimiter.from_url(server.url, name="tls", rate_limit=10.0)
+    with pytest.raises(RedisLimiterError, match="TLS certificate could not be verified"):
+        await lim.check()
+    await lim.aclose()
+    trusted = f"{server.url}?ssl_ca_certs={cert}&ssl_check_hostname=false"
+    lim = RedisLimiter.from_url(trusted, name="tls", rate_limit=10.0)
+    await lim.check()  # the same server, its certificate trusted
+    await lim.aclose()
