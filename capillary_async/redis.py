@@ -18,7 +18,8 @@ script works on Redis Cluster.
 Whatever goes wrong with Redis, requests neither stall nor fail: the limiter
 warns once, naming the cause, paces locally at its share of the rate, and
 rejoins when Redis answers. A value no limiter writes is replaced, with a
-warning. ``check()`` runs the real script once before a run.
+warning. ``check()`` runs the real script once before a run; ``claim()``
+keeps two live runs off the same rows of one input.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ from ._limiter import (
     slot_horizon,
 )
 
-__all__ = ["RedisLimiter", "RedisLimiterError"]
+__all__ = ["RedisLimiter", "RedisLimiterError", "ShardClaimError"]
 
 #: The limiter's own logger: a command line shows its warnings (an outage, a rejoin).
 logger = logging.getLogger("capillary_async.redis")
@@ -63,12 +64,50 @@ REDIS_TIMEOUT = FallbackPace.timeout
 #: The most one reply to the limiter may hold, in bytes (its replies hold a few dozen).
 MAX_REPLY = 64 * 1024
 
+# The claims on one input: a hash of claim id -> "expiry_ms K N holder" (0 0: every
+# row). Expired or unreadable claims are dropped; an overlapping live one is
+# returned as {0, holder, K, N}; otherwise this claim is (re)written: {1}.
+_CLAIM = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+if ARGV[6] == 'release' then return {redis.call('HDEL', KEYS[1], ARGV[1])} end
+local function gcd(a, b) while b > 0 do a, b = b, a % b end return a end
+local k, n, ttl = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[5])
+local claims = redis.call('HGETALL', KEYS[1])
+for i = 1, #claims, 2 do
+  local until_, k2, n2, holder = string.match(claims[i + 1], '^(%d+) (%d+) (%d+) (.*)$')
+  until_, k2, n2 = tonumber(until_), tonumber(k2), tonumber(n2)
+  if not (until_ and until_ > now and k2 <= n2) then
+    redis.call('HDEL', KEYS[1], claims[i])
+  elseif claims[i] ~= ARGV[1] and (n == 0 or n2 == 0 or
+         (k - 1) % gcd(n, n2) == (k2 - 1) % gcd(n, n2)) then
+    return {0, holder, k2, n2}
+  end
+end
+redis.call('HSET', KEYS[1], ARGV[1], string.format('%d %d %d %s', now + ttl, k, n, ARGV[4]))
+if redis.call('PTTL', KEYS[1]) < ttl then redis.call('PEXPIRE', KEYS[1], ttl) end
+return {1}
+"""
+
 #: The keys the pace script may name as damaged, by what each holds.
 _ROLES = {"tat": "the next slot", "cool": "the cooldown", "rate": "the adaptive rate"}
 
 
 class RedisLimiterError(CapillaryError):
     """Redis cannot be used for the shared pace: unreachable, refusing, or misconfigured."""
+
+
+class ShardClaimError(RedisLimiterError):
+    """Another live run holds the same or an overlapping shard of this input.
+
+    ``holder`` is the other run's holder text; ``shard`` its ``(K, N)``, None
+    for the whole input.
+    """
+
+    def __init__(self, message: str, holder: str, shard: tuple[int, int] | None) -> None:
+        super().__init__(message)
+        self.holder = holder
+        self.shard = shard
 
 
 class _ForeignReplyError(Exception):
@@ -257,6 +296,82 @@ class _RedisPace(FallbackPace):
             raise RedisLimiterError(f"rate limiter {self.name}: {_why(exc)}") from None
 
 
+def _shard_text(shard: tuple[int, int] | None) -> str:
+    return "the whole input" if shard is None else f"{shard[0]}/{shard[1]}"
+
+
+class _Claim:
+    """One run's claim on rows of an input: renewed while inside, released on leaving."""
+
+    def __init__(  # noqa: PLR0917 - RedisLimiter.claim's arguments, checked there
+        self, client: Any, name: str, digest: str, shard: Any, holder: str, ttl: float
+    ) -> None:
+        self.name, self.shard, self.ttl = name, shard, ttl
+        self._key = f"capillary:{{{name}}}:claims:{digest}"
+        k, n = shard if shard is not None else (0, 0)
+        self._args = [uuid.uuid4().hex, str(k), str(n), holder, str(max(1, round(ttl * 1000)))]
+        self._script = client.register_script(_CLAIM)
+        self._group: Any = None
+
+    async def _call(self, mode: str) -> ShardClaimError | None:
+        """Claim, renew or release: the other run's claim in the way, if there is one."""
+        reply = await self._script(keys=[self._key], args=[*self._args, mode])
+        if mode == "release" or reply == [1]:
+            return None
+        refused, holder, k, n = _texts(reply, 4)
+        if refused != "0" or not (k.isdigit() and n.isdigit()):
+            raise _ForeignReplyError
+        theirs = None if n == "0" else (int(k), int(n))
+        holder = re.sub(r"[\x00-\x1f\x7f]", " ", holder)[:200]
+        ours = "this input"
+        if self.shard is not None:
+            ours = f"shard {_shard_text(self.shard)} of this input"
+        message = f"{ours} is held by {holder} (claimed as {_shard_text(theirs)})"
+        return ShardClaimError(message, holder, theirs)
+
+    async def __aenter__(self) -> None:
+        try:
+            with anyio.fail_after(REDIS_TIMEOUT * 2):
+                refused = await self._call("claim")
+        except Exception as exc:  # noqa: BLE001 - a claim that cannot be checked is refused
+            why = _why(exc)
+            raise RedisLimiterError(
+                f"rate limiter {self.name}: {why}; the claim on this input cannot be checked"
+            ) from None
+        if refused is not None:
+            raise refused
+        self._group = anyio.create_task_group()
+        await self._group.__aenter__()
+        self._group.start_soon(self._keep)
+
+    async def _keep(self) -> None:
+        """Renew the claim every third of its ttl; a failure is warned of once, not raised."""
+        warned = False
+        while True:
+            await anyio.sleep(self.ttl / 3)
+            try:
+                with anyio.fail_after(REDIS_TIMEOUT):
+                    lost = await self._call("claim")
+                why = None if lost is None else str(lost)
+            except Exception as exc:  # noqa: BLE001 - never raised into the run
+                why = _why(exc)
+            if why is not None and not warned:
+                warned = True
+                logger.warning("rate limiter %s: a claim was not renewed: %s", self.name, why)
+
+    async def __aexit__(self, *_: object) -> None:
+        try:
+            self._group.cancel_scope.cancel()
+            await self._group.__aexit__(None, None, None)
+        finally:
+            with anyio.move_on_after(REDIS_TIMEOUT * 2, shield=True):
+                try:
+                    await self._call("release")
+                except Exception as exc:  # noqa: BLE001 - it expires after its ttl anyway
+                    why = _why(exc)
+                    logger.warning("rate limiter %s: a claim was not released: %s", self.name, why)
+
+
 class RedisLimiter:
     """A ``Limiter`` whose rate, cooldown and adaptive rate live in Redis, shared by ``name``.
 
@@ -357,6 +472,38 @@ class RedisLimiter:
         mistake is a usage error, not a fleet quietly pacing alone.
         """
         await self._pace.check()
+
+    def claim(
+        self, input_digest: str, *, shard: tuple[int, int] | None, holder: str, ttl: float = 30.0
+    ) -> contextlib.AbstractAsyncContextManager[None]:
+        """Hold rows of an input while inside: ``ShardClaimError`` if another live run does.
+
+        ``shard=(K, N)`` is the rows r (0-based) with ``r % N == K - 1``, as
+        ``InputFile(shard=)`` takes them; None is every row. Two claims
+        overlap when a row is in both (``K1 - 1 = K2 - 1`` modulo ``gcd(N1,
+        N2)``). Entering drops expired claims on ``input_digest``, refuses an
+        overlapping live one (naming its ``holder`` text and shard) and
+        records this one, in one script; a background task renews it every
+        ``ttl / 3`` seconds (a failure is warned of once, never raised);
+        leaving releases it, within a second, even when cancelled. A run that
+        died holds its claim for ``ttl`` at most. ``RedisLimiterError`` if
+        Redis cannot be used at entry: a claim is never skipped unchecked.
+        """
+        if not isinstance(input_digest, str) or not 0 < len(input_digest) <= 200:
+            raise ValueError("input_digest: must be a string of 1 to 200 characters")
+        if shard is not None and not (
+            isinstance(shard, tuple)
+            and len(shard) == 2
+            and all(type(x) is int for x in shard)
+            and 1 <= shard[0] <= shard[1]
+        ):
+            raise ValueError("shard: must be (K, N) with 1 <= K <= N, or None")
+        if not isinstance(holder, str) or not holder.strip():
+            raise ValueError("holder: must be a non-empty string")
+        if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl <= 86400:
+            raise ValueError("ttl: must be a number of seconds above 0 and at most 86400")
+        holder = re.sub(r"[\x00-\x1f\x7f]", " ", holder)[:200]
+        return _Claim(self._client, self.name, input_digest, shard, holder, float(ttl))
 
     async def acquire(self, *, priority: bool = False) -> None:
         await self._dispatcher.acquire(priority=priority)

@@ -1,8 +1,8 @@
 """RedisLimiter on a real redis-server: shared rate, cooldown and adaptive rate; outages.
 
 Also what a Redis that misbehaves does to it (replies of another shape, a
-cluster that is down, damaged keys, configuration mistakes check() names), and
-slow rates.
+cluster that is down, damaged keys, configuration mistakes check() names),
+slow rates, and shard claims.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from capillary_async import BasicAuth, CapillaryClient, Progress
-from capillary_async.redis import RedisLimiter, RedisLimiterError
+from capillary_async.redis import RedisLimiter, RedisLimiterError, ShardClaimError
 from capillary_async.testing import Emulator, ManualTime, sample_expiry_updates
 
 from .conftest import FakeClock
@@ -403,6 +403,8 @@ async def test_on_redis_cluster_the_pace_is_shared_moved_is_named_and_a_cluster_
     )
     lim = RedisLimiter(client, name="fleet", rate_limit=200.0, owns_client=True)
     await lim.check()
+    async with lim.claim("digest", shard=(1, 2), holder="pid 1 on host-a"):
+        pass  # a claim's key shares the hash tag too
     async with Emulator(seed=5, customers=20) as emu:
         item = next(iter(sample_expiry_updates(emu.store, 1, seed=5, now=emu.clock.now())))
         item["expiryDate"] = {"expiryType": "FIXED_DATE", "expiryValue": "2031-01-01"}
@@ -616,3 +618,103 @@ async def test_check_names_a_tls_certificate_it_cannot_verify(
     lim = RedisLimiter.from_url(trusted, name="tls", rate_limit=10.0)
     await lim.check()  # the same server, its certificate trusted
     await lim.aclose()
+
+
+CLAIM_CHILD = textwrap.dedent(
+    """
+    import sys, anyio
+    from capillary_async.redis import RedisLimiter
+
+    async def main():
+        lim = RedisLimiter.from_url(sys.argv[1], name="claims", rate_limit=10.0)
+        async with lim.claim(sys.argv[2], shard=(2, 3), holder="pid 9 on host-c", ttl=0.5):
+            print("held", flush=True)
+            await anyio.sleep_forever()
+
+    anyio.run(main)
+    """
+)
+
+
+async def test_shard_claims_refuse_overlapping_live_runs(
+    redis_server: RedisServer,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="capillary_async.redis")
+    redis.Redis.from_url(redis_server.url).config_set("requirepass", SECRET)
+    url = with_password(redis_server.url)
+    one, two = (RedisLimiter.from_url(url, name="claims", rate_limit=10.0) for _ in range(2))
+    digest = "9f" * 32
+
+    async def refused(shard: tuple[int, int] | None) -> ShardClaimError:
+        with pytest.raises(ShardClaimError) as info:
+            async with two.claim(digest, shard=shard, holder="pid 2 on host-b"):
+                pass
+        assert SECRET not in str(info.value)
+        return info.value
+
+    async with one.claim(digest, shard=(1, 2), holder="pid 1 on host-a", ttl=0.3):
+        await anyio.sleep(0.5)  # past its ttl: renewed while inside
+        for shard in [(1, 2), (1, 3), (3, 4), None]:  # the same, row 0, row 2, every row
+            error = await refused(shard)
+            assert (error.holder, error.shard) == ("pid 1 on host-a", (1, 2))
+        assert str(error) == "this input is held by pid 1 on host-a (claimed as 1/2)"
+        assert "shard 1/3 of this input is held by pid 1 on host-a (claimed as 1/2)" in str(
+            await refused((1, 3))
+        )
+        for shard in [(2, 2), (2, 4), (4, 6)]:  # odd rows only: no row in common
+            async with two.claim(digest, shard=shard, holder="pid 2 on host-b"):
+                pass
+        async with two.claim("another input", shard=(1, 2), holder="pid 2 on host-b"):
+            pass
+    async with two.claim(digest, shard=None, holder="pid 2 on host-b"):  # released on leaving
+        with pytest.raises(ShardClaimError, match=r"shard 3/5 .* \(claimed as the whole input\)"):
+            async with one.claim(digest, shard=(3, 5), holder="pid 1 on host-a"):
+                pass
+    with anyio.move_on_after(0.2):  # cancelled inside: released all the same
+        async with one.claim(digest, shard=(1, 1), holder="pid 1 on host-a"):
+            await anyio.sleep_forever()
+    with pytest.raises(KeyError):  # the body's own error comes through as itself
+        async with one.claim(digest, shard=(1, 1), holder="pid 1 on host-a"):
+            raise KeyError("mine")
+    with subprocess.Popen(  # noqa: ASYNC220 - a process that dies holding its claim
+        [sys.executable, "-c", CLAIM_CHILD, url, digest], stdout=subprocess.PIPE, text=True
+    ) as child:
+        try:
+            assert child.stdout is not None
+            assert await anyio.to_thread.run_sync(child.stdout.readline) == "held\n"
+            await anyio.sleep(0.7)  # past its ttl: renewed while it lives
+            assert (await refused((5, 6))).shard == (2, 3)  # row 4 is in both
+        finally:
+            child.kill()
+    await anyio.sleep(0.6)  # its ttl passed: the dead run's claim is gone
+    async with two.claim(digest, shard=(2, 3), holder="pid 2 on host-b"):
+        pass
+    assert logged(caplog) == []
+    for each in (one, two):
+        await each.aclose()
+
+
+async def test_a_claim_that_cannot_be_checked_is_refused_and_a_lost_one_is_warned_of(
+    redis_server: RedisServer,  # noqa: F811
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="capillary_async.redis")
+    down = RedisLimiter.from_url(f"redis://127.0.0.1:{free_port()}/0", name="c", rate_limit=5.0)
+    with pytest.raises(RedisLimiterError, match="the claim on this input cannot be checked"):
+        async with down.claim("d", shard=None, holder="pid 1"):
+            pass
+    lim = limiter(redis_server, name="c")
+    async with lim.claim("d", shard=(1, 2), holder="pid 1", ttl=0.3):
+        redis_server.stop()
+        await anyio.sleep(0.6)  # renewals fail: warned of, not raised into the run
+        started = time.monotonic()
+    assert time.monotonic() - started < 1.5  # leaving is bounded too
+    warnings = logged(caplog)
+    assert len(warnings) == 2
+    assert "a claim was not renewed: Redis cannot be reached" in warnings[0]
+    assert "a claim was not released" in warnings[1]
+    with pytest.raises(ValueError, match="shard"):
+        lim.claim("d", shard=(3, 2), holder="pid 1")
+    for each in (down, lim):
+        await each.aclose()
