@@ -124,7 +124,7 @@ def _why(exc: BaseException) -> str:
         return "Redis refused the credentials (check the URL's user and password)"
     if isinstance(exc, rx.NoPermissionError) or text.startswith("NOPERM"):
         return "the Redis user may not run the limiter's script on its keys (see its ACL)"
-    if isinstance(exc, rx.AskError):  # MOVED is one
+    if isinstance(exc, rx.AskError) or text.startswith(("MOVED ", "ASK ")):  # redis 5: text
         return "this Redis is a cluster node without the limiter's keys (MOVED): use RedisCluster"
     if isinstance(exc, rx.ReadOnlyError):
         return "this Redis is a read-only replica: give the limiter the primary"
@@ -140,7 +140,7 @@ def _why(exc: BaseException) -> str:
         return "the Redis client was given an option it does not know"
     if isinstance(exc, (TimeoutError, rx.TimeoutError)):
         return "Redis did not answer in time"
-    if isinstance(exc, rx.ClusterDownError):
+    if isinstance(exc, rx.ClusterDownError) or text.startswith("CLUSTERDOWN"):
         return "the Redis Cluster is down"
     if isinstance(exc, rx.RedisClusterException):
         return "no node of the Redis Cluster can be reached"

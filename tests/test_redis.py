@@ -591,8 +591,7 @@ async def test_check_names_a_replica_a_sentinel_a_key_of_another_type_and_a_db_i
         (redis_server.url.replace("/0", "/99"), "fleet", "database index is out of range"),
     ]
     for url, name, why in cases:
-        lim = RedisLimiter.from_url(with_password(url) if "/99" in url else url, name=name,
-                                    rate_limit=10.0)  # fmt: skip
+        lim = RedisLimiter.from_url(url, name=name, rate_limit=10.0)
         with pytest.raises(RedisLimiterError, match=f"^rate limiter {name}: ") as info:
             await lim.check()
         assert why in str(info.value)
