@@ -626,7 +626,7 @@ CLAIM_CHILD = textwrap.dedent(
 
     async def main():
         lim = RedisLimiter.from_url(sys.argv[1], name="claims", rate_limit=10.0)
-        async with lim.claim(sys.argv[2], shard=(2, 3), holder="pid 9 on host-c", ttl=0.5):
+        async with lim.claim(sys.argv[2], shard=(2, 3), holder="pid 9 on host-c", ttl=0.6):
             print("held", flush=True)
             await anyio.sleep_forever()
 
@@ -652,8 +652,8 @@ async def test_shard_claims_refuse_overlapping_live_runs(
         assert SECRET not in str(info.value)
         return info.value
 
-    async with one.claim(digest, shard=(1, 2), holder="pid 1 on host-a", ttl=0.3):
-        await anyio.sleep(0.5)  # past its ttl: renewed while inside
+    async with one.claim(digest, shard=(1, 2), holder="pid 1 on host-a", ttl=0.6):
+        await anyio.sleep(0.8)  # past its ttl: renewed while inside
         for shard in [(1, 2), (1, 3), (3, 4), None]:  # the same, row 0, row 2, every row
             error = await refused(shard)
             assert (error.holder, error.shard) == ("pid 1 on host-a", (1, 2))
@@ -682,11 +682,11 @@ async def test_shard_claims_refuse_overlapping_live_runs(
         try:
             assert child.stdout is not None
             assert await anyio.to_thread.run_sync(child.stdout.readline) == "held\n"
-            await anyio.sleep(0.7)  # past its ttl: renewed while it lives
+            await anyio.sleep(0.8)  # past its ttl: renewed while it lives
             assert (await refused((5, 6))).shard == (2, 3)  # row 4 is in both
         finally:
             child.kill()
-    await anyio.sleep(0.6)  # its ttl passed: the dead run's claim is gone
+    await anyio.sleep(0.7)  # its ttl passed: the dead run's claim is gone
     async with two.claim(digest, shard=(2, 3), holder="pid 2 on host-b"):
         pass
     assert logged(caplog) == []
