@@ -212,7 +212,7 @@ def _client_from_url(url: str) -> Any:
         )
         query = parse_qsl(urlsplit(url).query, keep_blank_values=True)
     except Exception:  # noqa: BLE001 - in our words: the URL may hold a password
-        raise ValueError("url: not a Redis URL (redis://, rediss://, unix://)") from None
+        raise ValueError("url: not a Redis URL (redis://...), or a bad value") from None
     pool = client.connection_pool
     blank = {key: None for key, value in query if not value and key != "max_connections"}
     try:  # a connection made now, not connected: what each call would make
