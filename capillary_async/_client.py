@@ -30,6 +30,7 @@ from ._config import (
     Timeouts,
     resolve_base_url,
 )
+from ._endpoints import EXPIRY_LIST_FIELD, UPDATE_EXPIRY_PATH
 from ._exceptions import (
     RETRY_STATUSES,
     APIError,
@@ -42,7 +43,7 @@ from ._exceptions import (
 )
 from ._limiter import Limiter, LocalLimiter
 from ._resources import PointsResource
-from ._retry import Action, decide
+from ._retry import Action, decide, wrong_endpoint
 from ._transport import AiohttpTransport, AsyncTransport, Request
 from ._types import UNSET, AcceptFn, BeforeSend, Reply, _Unset
 from ._wire import checked_headers, decode, encode, has_errors, text, user_agent
@@ -216,6 +217,32 @@ class CapillaryClient:
         )
         return reply.body
 
+    async def check(self, *, timeout: Timeouts | float | _Unset | None = UNSET) -> None:
+        """Prove the target and the credentials with one request that changes nothing.
+
+        For a web app's readiness probe, or before a bulk job. It sends
+        updateExpiry with an empty list, which Capillary refuses (code 8931)
+        only once it has authenticated the caller: that refusal, or any other
+        answer in Capillary's own words, passes. Otherwise it raises what the
+        real calls would: ``AuthenticationError`` (a wrong password, key or
+        token), ``PermissionDeniedError``, ``NotFoundError`` or ``APIError``
+        for a 404 or 405 without Capillary's codes (the base URL is wrong; the
+        message names it), a ``TransportError`` (nothing listens there), or a
+        ``ServerError`` once retries are spent.
+        """
+        try:
+            await self._request(
+                "POST",
+                UPDATE_EXPIRY_PATH,
+                json={EXPIRY_LIST_FIELD: []},
+                timeout=timeout,
+                idempotent=True,  # an empty list applies nothing
+            )
+        except APIError as exc:
+            if exc.codes and exc.status not in (401, 403, 498) and not wrong_endpoint(exc):
+                return  # refused in Capillary's words, after authentication
+            raise
+
     # -- the layers -----------------------------------------------------------
 
     async def _request(
@@ -353,6 +380,7 @@ class CapillaryClient:
             body,
             request_id=reply.request_id,
             retry_after=reply.headers.get("retry-after"),
+            where=f"{call.method} {call.url.partition('?')[0]}",
         )
 
     async def _post_unauthenticated(

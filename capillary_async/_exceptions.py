@@ -386,11 +386,25 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 def api_error(
-    status: int, body: Any, *, request_id: str | None, retry_after: str | None = None
+    status: int,
+    body: Any,
+    *,
+    request_id: str | None,
+    retry_after: str | None = None,
+    where: str | None = None,
 ) -> APIError:
-    """The ``APIError`` a response stands for."""
+    """The ``APIError`` a response stands for.
+
+    ``where`` (method and URL, without a query) is named when the answer
+    says the endpoint itself is not there: a 404 or 405 without Capillary's codes.
+    """
     codes, message = parse_error_envelope(body)
-    if not message:
+    if not codes and status in (404, 405) and where is not None:
+        message = (
+            f"{where} answered {status} ({_REASONS[status]}) without a Capillary error code: "
+            "there is no such endpoint; check the base URL or cluster"
+        )
+    elif not message:
         message = _REASONS.get(status, "request failed")
     return error_class_for_status(status)(
         message,
@@ -407,6 +421,7 @@ _REASONS: Mapping[int, str] = {
     401: "authentication failed",
     403: "permission denied",
     404: "not found",
+    405: "method not allowed",
     415: "unsupported media type",
     429: "rate limited",
     461: "search busy",

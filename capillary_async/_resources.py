@@ -185,6 +185,7 @@ class PointsResource:
             keep_failures=keep_failures,
             target=client.base_url,
             limiter=client.limiter,
+            preflight=client.check if resolved.preflight and not resolved.dry_run else None,
         )
 
 

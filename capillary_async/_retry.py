@@ -24,7 +24,7 @@ from ._exceptions import (
     is_retryable,
 )
 
-__all__ = ["Action", "Decision", "decide", "maybe_applied"]
+__all__ = ["Action", "Decision", "decide", "maybe_applied", "wrong_endpoint"]
 
 
 class Action(enum.Enum):
@@ -38,7 +38,8 @@ class Action(enum.Enum):
     FAIL = "fail"
     #: Give up: it may have been applied, and nobody can tell.
     UNKNOWN = "unknown"
-    #: Give up, and send nothing more: the credentials were refused.
+    #: Give up, and send nothing more: the credentials were refused, or the
+    #: endpoint is not there (every further request would fail the same way).
     STOP = "stop"
 
 
@@ -60,6 +61,16 @@ class Decision:
     maybe_applied: bool = False
     #: Why it ended unknown without a retry, when that is the reason.
     not_repeated: bool = False
+
+
+def wrong_endpoint(error: CapillaryError) -> bool:
+    """A 404 or 405 without Capillary's error codes: the URL is wrong, not the item.
+
+    Capillary refuses an item it does not know in its own words (codes); a
+    bare 404 or 405 comes from a router that has no such endpoint (a doubled
+    ``/v2`` in the base URL, say).
+    """
+    return isinstance(error, APIError) and error.status in (404, 405) and not error.codes
 
 
 def maybe_applied(error: CapillaryError) -> bool:
@@ -91,7 +102,7 @@ def decide(
     """
     applied = applied_before or maybe_applied(error)
     gave_up = Action.UNKNOWN if applied else Action.FAIL
-    if isinstance(error, (AuthenticationError, PermissionDeniedError)):
+    if isinstance(error, (AuthenticationError, PermissionDeniedError)) or wrong_endpoint(error):
         return Decision(Action.STOP, maybe_applied=applied)
     if applied and not idempotent:  # a timeout, a 5xx, a 2xx that could not be read...
         return Decision(Action.UNKNOWN, maybe_applied=True, not_repeated=True)

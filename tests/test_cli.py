@@ -140,7 +140,7 @@ async def test_apply_jsonl_with_report_and_failures(emu: Emulator, tmp_path: Pat
         assert row["pointsAwardedRefId"] == str(item["pointsAwardedRefId"])
     applied = sum(emu.audit.expiry_applied.values())
     assert applied == report["succeeded"]
-    assert emu.stats.requests == report["requests"]
+    assert emu.stats.requests == report["requests"] + 1  # and the preflight
 
 
 async def test_apply_csv_with_malformed_rows(emu: Emulator, tmp_path: Path) -> None:
@@ -286,7 +286,7 @@ async def test_a_journal_is_tied_to_its_input(emu: Emulator, tmp_path: Path) -> 
         "expiry", "apply", str(first), "--journal", journal, env=cli_env(emu)
     )
     assert code == 0  # the same file resumes: everything is already done
-    assert emu.stats.requests == requests
+    assert emu.stats.requests == requests + 1  # the preflight alone
     assert "20 rows" in out
 
 
@@ -495,10 +495,11 @@ async def test_retry_unknown_resends_rows_left_in_flight(emu: Emulator, tmp_path
     }
     requests = emu.stats.requests
     code, _, _ = await run_cli(*args, env=cli_env(emu))
-    assert (code, emu.stats.requests) == (1, requests)  # unknown FIXED_DAYS rows wait
+    # Unknown FIXED_DAYS rows wait: the preflight is the one request.
+    assert (code, emu.stats.requests) == (1, requests + 1)
     code, _, _ = await run_cli(*args, "--retry-unknown", env=cli_env(emu))
     assert code == 0
-    assert emu.stats.requests == requests + 1  # the two unknown rows, resent as asked
+    assert emu.stats.requests == requests + 3  # the preflight, and the two unknown rows
     assert journal_states(journal) == {"succeeded": 30}
 
 

@@ -68,8 +68,11 @@ async def apply_here(
 ) -> tuple[int, str, str]:
     """``apply`` on this loop with a fake clock: retries and backoff cost no time.
 
-    The target is the emulator unless ``base_url`` names another server.
+    The target is the emulator unless ``base_url`` names another server. The
+    preflight is off unless asked for: these tests are about the job itself
+    (``tests/test_preflight.py`` is about the preflight).
     """
+    options.setdefault("preflight", False)
     out, err = io.StringIO(), io.StringIO()
     code = await apply(
         ApplyOptions(kind=options.pop("kind", "expiry"), **options),
@@ -124,7 +127,7 @@ async def test_a_second_process_on_the_same_journal_exits_2_and_sends_nothing(
     emu.latency = 0.0
     _, first_err = await first.communicate()
     assert first.returncode == 0, first_err.decode()
-    assert emu.stats.requests == 30  # the first process's chunks, and nothing else
+    assert emu.stats.requests == 31  # the first process's preflight and chunks, nothing else
     assert all(applied(emu, item) == 1 for item in items)
 
 
@@ -140,7 +143,7 @@ async def test_a_second_ctrl_c_reports_rows_in_flight_as_unknown(
     write_jsonl(source, items)
     journal, report = tmp_path / "job.db", tmp_path / "report.json"
     args = ["expiry", "apply", str(source), "--journal", str(journal), "--report", str(report)]
-    args += ["--chunk-size", "10", "--concurrency", "2"]
+    args += ["--chunk-size", "10", "--concurrency", "2", "--no-preflight"]  # it would hang too
     process = await start(*args, env=cli_env(emu))
     for _ in range(3000):
         if journal_states(journal).get("in_flight") == 20 and emu.stats.requests == 2:
@@ -599,6 +602,7 @@ async def test_max_response_bytes_reaches_the_client(
         str(journal),
         "--max-response-bytes",
         "64",
+        "--no-preflight",  # its answer is over 64 bytes too
         env=cli_env(emu),
     )
     assert code == 1
@@ -714,7 +718,9 @@ async def test_a_full_disk_under_the_journal_stops_the_job_and_a_rerun_applies_n
     if last_try == "works":  # outcomes overwrite rows in place: the last try finds room
         break_journal(monkeypatch, fill_up)
     else:  # outcomes can never be recorded after the first few
-        break_journal(monkeypatch, lambda j: setattr(j, "_db", BrokenDisk(j._db, "settled, digest)", 30)))
+        break_journal(
+            monkeypatch, lambda j: setattr(j, "_db", BrokenDisk(j._db, "settled, digest)", 30))
+        )
     options: dict[str, Any] = {"input": str(source), "journal": str(journal), "chunk_size": 10}
     code, out, err = await apply_here(emu, report=str(report), concurrency=2, **options)
     assert code == 1
@@ -866,7 +872,9 @@ async def test_a_scratch_journal_that_cannot_be_written_is_kept_to_resume_from(
     items = fixed_days(sample(emu, 60))
     source = tmp_path / "in.jsonl"
     write_jsonl(source, items)
-    break_journal(monkeypatch, lambda j: setattr(j, "_db", BrokenDisk(j._db, "settled, digest)", 0)))
+    break_journal(
+        monkeypatch, lambda j: setattr(j, "_db", BrokenDisk(j._db, "settled, digest)", 0))
+    )
     code, _, err = await apply_here(emu, input=str(source), chunk_size=10, concurrency=1)
     assert code == 1
     assert "could not be written (the disk is full)" in err
@@ -908,7 +916,7 @@ async def test_an_output_that_is_the_journals_or_the_inputs_file_is_refused(
     assert code == 2
     assert "is the same file as" in err
     assert (journal.read_bytes(), source.read_bytes()) == before
-    assert emu.stats.requests == 1
+    assert emu.stats.requests == 2  # the first run's preflight and chunk: nothing since
 
 
 # -- pipes and devices -----------------------------------------------------------------------------
@@ -1042,7 +1050,7 @@ async def test_server_text_reaches_the_terminal_without_control_characters(
     env = cli_env(emu, CAPILLARY_BASE_URL=escaping_server)
     code, out, err = await in_process(
         capsys, "expiry", "apply", str(source), "--chunk-size", "2", "--concurrency", "1",
-        "--failures", str(failures), env=env,
+        "--failures", str(failures), "--no-preflight", env=env,
     )  # fmt: skip
     assert code == 1
     assert "stopped early: the server refused the credentials: denied\\x1b[2J" in out

@@ -26,7 +26,7 @@ from capillary_async import (
     ValidationError,
     from_wire,
 )
-from capillary_async._bulk import _files
+from capillary_async._bulk import _encoding
 from capillary_async._bulk._files import open_input
 from capillary_async.cli import main
 
@@ -292,7 +292,7 @@ def test_stray_bytes_in_a_file_that_is_utf8_otherwise_spoil_only_their_rows(
 
 def test_past_the_screened_start_a_stray_byte_spoils_only_its_row(tmp_path: Path) -> None:
     source = tmp_path / "in.jsonl"
-    ascii_rows = 1 + _files.SCREENED // len(json.dumps(item(0, "Extended")))
+    ascii_rows = 1 + _encoding.SCREENED // len(json.dumps(item(0, "Extended")))
     latin = jsonl_text(3).encode("latin-1")  # as if appended from another export
     source.write_bytes(jsonl_text(ascii_rows, "Extended").encode("utf-8") + latin)
     InputFile(source).check()

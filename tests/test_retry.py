@@ -231,9 +231,12 @@ TABLE = [
         name="401-before-send",
     ),
     # -- other statuses: refused, or unknown -----------------------------------------------------
-    row(status(404), 1, Decision(FAIL), name="404"),
+    # A bare 404 or 405 is the URL, not the item: every further request would fail too.
+    row(status(404), 1, Decision(STOP), name="404"),
+    row(status(405), 1, Decision(STOP), name="405"),
     row(status(404, refusal(404)), 1, Decision(FAIL), name="404-codes-no-verdict"),
-    row(status(404), 1, Decision(FAIL), splittable=True, name="404-chunk-not-split"),
+    row(status(404), 1, Decision(STOP), splittable=True, name="404-chunk-not-split"),
+    row(status(404, refusal(404)), 1, Decision(FAIL), splittable=True, name="404-codes-chunk"),
     row(status(302), 1, Decision(UNKNOWN, maybe_applied=True), name="302-idempotent"),
     row(
         status(200),

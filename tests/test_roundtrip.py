@@ -246,12 +246,12 @@ def test_wire_form_has_no_nulls_and_only_wire_names(item: ExpiryUpdate) -> None:
 
 def _general(data: Any) -> Any:
     """The general (cattrs) path of from_wire, without the direct one."""
-    from capillary_async import _converters
+    from capillary_async import _converters, _wire_errors
 
     try:
         return _converters._detailed.structure(data, ExpiryUpdate)
     except Exception as exc:
-        return _converters._translate(exc, ExpiryUpdate, "")
+        return _wire_errors.translate(exc, ExpiryUpdate, "")
 
 
 mutations = st.sampled_from(

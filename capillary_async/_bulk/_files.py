@@ -31,7 +31,6 @@ import io
 import itertools
 import json
 import os
-import re
 import sys
 import types
 import typing
@@ -44,6 +43,7 @@ import attrs
 from .._converters import wire_name
 from .._exceptions import InputError, excerpt
 from .._models import NOT_ON_WIRE, ExpiryUpdate, RedemptionUpdate
+from ._encoding import MAX_LINE, not_utf8, screened
 
 __all__ = ["Columns", "InputFile", "InputRow", "columns_of", "count_rows", "open_input"]
 
@@ -51,9 +51,6 @@ __all__ = ["Columns", "InputFile", "InputRow", "columns_of", "count_rows", "open
 # bytes that are not UTF-8 become lone surrogates and spoil only their own line.
 _ENCODING = "utf-8-sig"
 _ERRORS = "surrogateescape"
-#: How much text (characters, whole lines) is screened for another encoding
-#: before the first row is used; at most this and one line are held at once.
-SCREENED = 1 << 20
 #: Deepest nesting a row may have. Wire objects nest two or three levels; a
 #: deeper row is refused on its own line, before anything (the parser, the
 #: models, the journal) could recurse through it and exhaust the stack.
@@ -179,88 +176,6 @@ def unflatten(record: dict[str, str]) -> dict[str, Any]:
     return result
 
 
-def _not_utf8(text: str) -> str | None:
-    """Why a decoded line is not UTF-8 text (its first stray byte), or None when it is."""
-    if text.isascii():
-        return None
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        stray = ord(text[exc.start]) - 0xDC00
-        return (
-            f"not valid UTF-8 (byte 0x{stray:02x} at character {exc.start + 1}); save it as UTF-8"
-        )
-    return None
-
-
-#: Bytes that are not UTF-8, as decoding with "surrogateescape" leaves them.
-_STRAY = re.compile("[\udc80-\udcff]")
-#: Characters past ASCII that did decode: text that is UTF-8 indeed.
-_DECODED = re.compile("[^\x00-\x7f\udc80-\udcff]")
-_BOMS = (
-    (b"\xff\xfe\x00\x00", "UTF-32"),
-    (b"\x00\x00\xfe\xff", "UTF-32"),
-    (b"\xff\xfe", "UTF-16"),
-    (b"\xfe\xff", "UTF-16"),
-)
-_SAVE = 'save it as UTF-8 (Excel: "CSV UTF-8"). Nothing was sent'
-
-
-def _as_bytes(text: str) -> bytes:
-    """The bytes a decoded piece of text was read from (as far as they can be told)."""
-    try:
-        return text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # a lone surrogate of a text stream: not from a file's bytes
-        return b""
-
-
-def _other_encoding(lines: Sequence[tuple[int, str | None]]) -> str | None:
-    """Why the screened start of an input shows it is not UTF-8 at all, or None."""
-    texts = [(number, text) for number, text in lines if text is not None]
-    if not texts:
-        return None
-    number, first = texts[0]
-    start = _as_bytes(first[:4])
-    for mark, encoding in _BOMS:
-        if number == 1 and start.startswith(mark):
-            shown = " ".join(f"0x{byte:02x}" for byte in mark)
-            return (
-                f"line 1: the file starts with a {encoding} byte-order mark ({shown}): "
-                f"it is {encoding} text, not UTF-8; {_SAVE}"
-            )
-    filled = next(((n, text) for n, text in texts if text.strip()), None)
-    if filled is not None and "\x00" in filled[1]:
-        return (
-            f"line {filled[0]}: holds NUL bytes (0x00), as UTF-16 or UTF-32 text does: "
-            f"the file is not UTF-8; {_SAVE}"
-        )
-    spoilt = [(n, stray) for n, text in texts if (stray := _STRAY.search(text))]
-    if len(spoilt) < 2 or any(_DECODED.search(text) for _, text in texts):
-        return None
-    number, stray = spoilt[0]
-    return (
-        f"line {number}: not valid UTF-8 (byte 0x{ord(stray.group()) - 0xDC00:02x} at "
-        f"character {stray.start() + 1}), and neither are {len(spoilt) - 1:,} more of the "
-        f"first {len(texts):,} lines, while none is UTF-8 past ASCII: the file looks saved "
-        "in another encoding (Windows-1252 or Latin-1, as Excel's plain CSV is); " + _SAVE
-    )
-
-
-def _screened(lines: Iterator[tuple[int, str | None]]) -> Iterator[tuple[int, str | None]]:
-    """``lines``, once their first ``SCREENED`` characters show UTF-8 (else ``InputError``)."""
-    held: list[tuple[int, str | None]] = []
-    size = 0
-    for number, text in lines:
-        held.append((number, text))
-        size += MAX_LINE if text is None else len(text)
-        if size >= SCREENED:
-            break
-    problem = _other_encoding(held)
-    if problem is not None:
-        raise InputError(problem)
-    return itertools.chain(held, lines)
-
-
 def _deeper_than(value: Any, limit: int) -> bool:
     """Whether JSON data nests objects and arrays more than ``limit`` deep (no recursion)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
@@ -282,7 +197,7 @@ def _not_json(name: str) -> Any:
 
 
 def _json_row(index: int, line: int, text: str) -> InputRow:
-    problem = _not_utf8(text)
+    problem = not_utf8(text)
     if problem is not None:
         return InputRow(index, line, error=f"line {line}: {problem}")
     try:
@@ -301,7 +216,7 @@ def _json_row(index: int, line: int, text: str) -> InputRow:
 
 #: The longest line read (characters): a real row is a few hundred; a whole JSON
 #: array exported on one line must not be loaded into memory at once.
-MAX_LINE = 1 << 20
+
 _ENDS = ("\n", "\r")
 _TOO_LONG = f"longer than {MAX_LINE:,} characters (one object a line is expected)"
 
@@ -342,7 +257,7 @@ def _csv_header(lines: Iterator[tuple[int, str | None]], columns: Columns | None
         text = raw.rstrip("\r\n")
         if not text.strip():
             continue
-        problem = _not_utf8(text)
+        problem = not_utf8(text)
         if problem is not None:
             raise InputError(f"line {line}: the CSV header is {problem}")
         try:
@@ -411,7 +326,7 @@ def _csv(lines: Iterator[tuple[int, str | None]], header: list[str]) -> Iterator
 
 
 def _csv_row(index: int, line: int, text: str, header: list[str]) -> InputRow:
-    problem = _not_utf8(text)
+    problem = not_utf8(text)
     if problem is not None:
         return InputRow(index, line, error=f"line {line}: {problem}")
     try:
@@ -438,7 +353,7 @@ def open_input(path: str, columns: Columns | None) -> Iterator[Iterator[InputRow
     ``columns`` and an input with no rows.
     """
     with _open_text(path) as stream:
-        lines = _screened(_lines(stream))
+        lines = screened(_lines(stream))
         if path != "-" and path.lower().endswith(".csv"):
             rows = _csv(lines, _csv_header(lines, columns))
         else:

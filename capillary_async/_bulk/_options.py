@@ -103,6 +103,10 @@ class BulkOptions:
     - ``retry_unknown``: on resume, also resend items whose fate is unknown and
       that are not safe to repeat (FIXED_DAYS / FIXED_MONTHS).
     - ``dry_run``: validate everything, send nothing.
+    - ``preflight``: before the first item is read (and once the journal is
+      locked), prove the target and the credentials with ``client.check()``,
+      one request that changes nothing; its error (a wrong URL, password or
+      key) is raised, and nothing is sent. Not in a dry run.
     """
 
     chunk_size: int = attrs.field(default=100, validator=_at_least_one("chunk_size"))
@@ -123,6 +127,7 @@ class BulkOptions:
     journal: str | os.PathLike[str] | None = attrs.field(default=None, validator=_check_journal)
     retry_unknown: bool = attrs.field(default=False, validator=_flag)
     dry_run: bool = attrs.field(default=False, validator=_flag)
+    preflight: bool = attrs.field(default=False, validator=_flag)
 
     @classmethod
     def build(cls, options: BulkOptions | None, overrides: BulkOptionsDict) -> BulkOptions:
@@ -154,3 +159,4 @@ class BulkOptionsDict(TypedDict, total=False):
     journal: str | os.PathLike[str] | None
     retry_unknown: bool
     dry_run: bool
+    preflight: bool

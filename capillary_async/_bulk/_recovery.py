@@ -17,7 +17,7 @@ import anyio.abc
 from .._config import Clock, RetryPolicy
 from .._exceptions import CapillaryError
 from .._limiter import Limiter
-from .._retry import Action, Decision, decide
+from .._retry import Action, Decision, decide, wrong_endpoint
 from ._chunker import Chunker
 from ._flow import Chunk, Signal
 from ._options import BulkOptions
@@ -129,7 +129,9 @@ class Recovery:
             self._task_group.start_soon(self._park, chunk, decision.delay)
         else:
             await self._give_up(chunk, error, decision)
-            if action is Action.STOP:
+            if action is Action.STOP and wrong_endpoint(error):
+                self.stop(f"the endpoint is not there, check the base URL or cluster: {error}")
+            elif action is Action.STOP:
                 self.stop(f"the server refused the credentials: {error}")
             elif self.options.fail_fast:
                 self.stop(f"fail_fast: a chunk failed after {chunk.attempt} attempts ({error})")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -117,6 +117,7 @@ async def open_job(
     keep_failures: bool,
     target: str,
     limiter: Limiter | None = None,
+    preflight: Callable[[], Awaitable[None]] | None = None,
 ) -> AsyncIterator[OutcomeStream]:
     """Run a job in a task group for as long as the caller's ``async with`` block.
 
@@ -130,6 +131,8 @@ async def open_job(
 
         resumer = await Resumer.open(options, spec=spec, items=items, target=target)
     try:
+        if preflight is not None:  # after the journal's lock: a second run sends nothing
+            await preflight()
         job: Job[Any, Any] = Job(
             spec,
             items,

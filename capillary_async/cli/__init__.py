@@ -90,7 +90,13 @@ def _apply_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], kind
         "--shard",
         type=_shard,
         metavar="K/N",
-        help="take every N-th row starting at row K (1-based): N machines split one file",
+        help=(
+            "take every N-th row starting at row K (1-based): N machines split one file. "
+            "With --redis each run claims its shard there, and a second live run of the "
+            "same or an overlapping shard of this file is refused (exit 2). Without "
+            "--redis nothing coordinates them: run each K/N once, all with the same N, "
+            "each with its own journal, and resume a shard only with its own journal"
+        ),
     )
     parser.add_argument(
         "--max-response-bytes",
@@ -110,6 +116,16 @@ def _apply_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], kind
         ),
     )
     parser.add_argument("--dry-run", action="store_true", help="validate every row, send nothing")
+    parser.add_argument(
+        "--no-preflight",
+        dest="preflight",
+        action="store_false",
+        help=(
+            "skip the check made before the first row: one request that changes nothing "
+            "(updateExpiry with no items) to prove the target and the credentials (exit 2 "
+            "if they do not work)"
+        ),
+    )
     parser.add_argument("--fail-fast", action="store_true", help="stop at the first chunk failure")
     parser.add_argument(
         "--retry-unknown",
@@ -162,6 +178,7 @@ async def _dispatch(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         limiter_name=args.limiter_name,
         adaptive=args.adaptive,
         shard=args.shard,
+        preflight=args.preflight,
     )
     if options.dry_run:
         return await apply(options, base_url=None, auth=None)

@@ -74,6 +74,8 @@ class ApplyOptions:
     adaptive: bool = False
     #: (k, n): every n-th row starting at row k.
     shard: tuple[int, int] | None = None
+    #: Prove the target and the credentials with one harmless request first.
+    preflight: bool = True
 
 
 async def apply(
@@ -170,6 +172,7 @@ class _Run:
             journal=journal,
             retry_unknown=options.retry_unknown,
             dry_run=options.dry_run,
+            preflight=options.preflight,
         )
         total = await anyio.to_thread.run_sync(source.count)
         # Standard input cannot be resumed; a scratch journal still keeps memory flat.
@@ -191,10 +194,24 @@ class _Run:
                     if options.kind == "expiry"
                     else points.stream_update_redemption(items, options=job)
                 )
-                async with stream as outcomes:
-                    report = await self._drive(outcomes, total)
+                running = False
+                try:
+                    async with stream as outcomes:
+                        running = True
+                        report = await self._drive(outcomes, total)
+                except CapillaryError as exc:
+                    if running or isinstance(exc, (JournalError, InputError)):
+                        raise
+                    # The preflight: a wrong URL, password or key, with nothing applied.
+                    raise UsageError(
+                        f"the target or the credentials do not work: {exc}; nothing was sent "
+                        "(--no-preflight skips this check)"
+                    ) from None
         except (JournalError, InputError) as exc:  # found before anything was sent
             raise UsageError(str(exc)) from None
+        finally:
+            with anyio.CancelScope(shield=True):
+                await limiter.aclose()
         if report.journal_error is not None and not options.journal:
             self.keep = (
                 "with every request this run made;\n  once the cause is fixed, " + _RERUN_FINISH
