@@ -7,6 +7,7 @@ import csv
 import io
 import json
 import os
+import re
 import signal
 import sqlite3
 import sys
@@ -380,23 +381,59 @@ async def test_ctrl_c_finishes_in_flight_saves_and_resumes(emu: Emulator, tmp_pa
     items = mixed(emu, 2000)
     source = tmp_path / "in.jsonl"
     write_jsonl(source, items)
-    journal = tmp_path / "job.db"
+    journal, report = tmp_path / "job.db", tmp_path / "report.json"
     args = ["expiry", "apply", str(source), "--journal", str(journal)]
     args += ["--chunk-size", "20", "--concurrency", "2"]
-    process = await start(*args, env=cli_env(emu))
+    process = await start(*args, "--report", str(report), env=cli_env(emu))
     await wait_for_progress(journal, 200)
     process.send_signal(signal.SIGINT)
-    _out, err = await process.communicate()
+    out, err = await process.communicate()
     assert process.returncode == 130
     assert "interrupted" in err.decode()
     states = journal_states(journal)
     assert "in_flight" not in states  # requests in flight were finished and recorded
     assert 200 <= states["succeeded"] < 2000
+    # The summary says what was not read, and how to resume.
+    summary = json.loads(report.read_text())
+    assert summary["input_complete"] is False
+    assert summary["input_total"] == 2000
+    assert summary["unread"] == 2000 - summary["total"] > 0
+    text = out.decode()
+    assert f"not read:     {summary['unread']:>10,} of the input's 2,000 rows" in text
+    assert f"to resume:    capillary-async expiry apply {source} --journal {journal}" in text
 
     emu.latency = 0.0
     code, _out_text, err_text = await run_cli(*args, env=cli_env(emu))
     assert code == 0, err_text
     assert journal_states(journal) == {"succeeded": 2000}
+    for item in items:  # exactly once, FIXED_DAYS included
+        assert (
+            emu.audit.times_applied(item["pointsAwardedRefId"], item["pointsAwardedRefType"]) == 1
+        )
+
+
+async def test_ctrl_c_without_a_journal_keeps_the_scratch_one_to_resume_from(
+    emu: Emulator, tmp_path: Path
+) -> None:
+    emu.latency = 0.03
+    items = mixed(emu, 1000)
+    source = tmp_path / "in.jsonl"
+    write_jsonl(source, items)
+    args = ["expiry", "apply", str(source), "--chunk-size", "20", "--concurrency", "2"]
+    process = await start(*args, env=cli_env(emu))
+    for _ in range(3000):
+        if sum(emu.audit.expiry_applied.values()) >= 100:
+            break
+        await asyncio.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _, err = await process.communicate()
+    assert process.returncode == 130
+    found = re.search(r"rerun the same command with --journal (\S+) to finish", err.decode())
+    assert found, err.decode()
+    emu.latency = 0.0
+    code, out, err_text = await run_cli(*args, "--journal", found[1], env=cli_env(emu))
+    assert code == 0, err_text
+    assert "1,000 rows" in out
     for item in items:  # exactly once, FIXED_DAYS included
         assert (
             emu.audit.times_applied(item["pointsAwardedRefId"], item["pointsAwardedRefType"]) == 1

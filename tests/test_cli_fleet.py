@@ -13,7 +13,7 @@ import redis
 from capillary_async.testing import Emulator, write_jsonl
 
 from .redis_server import RedisServer, redis_server  # noqa: F401 - the fixture
-from .test_cli import EXE, SECRET, cli_env, emu, run_cli, sample  # noqa: F401 - emu: a fixture
+from .test_cli import EXE, SECRET, cli_env, emu, run_cli, sample, start  # noqa: F401 - emu: a fixture
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -176,3 +176,47 @@ async def test_a_redis_that_refuses_the_credentials_is_a_usage_error_in_the_cli(
         code, _, err = await run_cli("expiry", "apply", str(source), *flags, env=cli_env(emu))
         assert code == 2
         assert words in err
+
+
+async def test_overlapping_shards_of_one_file_are_refused_while_one_runs(
+    emu: Emulator,  # noqa: F811
+    redis_server: RedisServer,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    """Shards claim their rows in the fleet's Redis: a second live run on any of them exits 2."""
+    items = sample(emu, 60)
+    for item in items:  # applied twice would extend twice
+        item["expiryDate"] = {"expiryType": "FIXED_DAYS", "expiryValue": "30"}
+    source = tmp_path / "in.jsonl"
+    write_jsonl(source, items)
+    env = cli_env(emu, CAPILLARY_REDIS_URL=redis_server.url)
+
+    def args(shard: str, journal: str) -> list[str]:
+        return [
+            "expiry", "apply", str(source), "--shard", shard, "--rate", "1000",
+            "--journal", str(tmp_path / journal), "--chunk-size", "1", "--concurrency", "1",
+        ]  # fmt: skip
+
+    emu.latency = 0.05  # the first run takes about a second: time for the others to try
+    first = await start(*args("1/2", "a.db"), env=env)
+    for _ in range(3000):
+        if emu.stats.requests >= 3:  # its preflight and a row or two: it holds its claim
+            break
+        await asyncio.sleep(0.01)
+    for shard in ("1/2", "1/3", "3/4"):  # the same rows, or some of them
+        code, out, err = await run_cli(*args(shard, f"other-{shard[0]}.db"), env=env)
+        assert code == 2, err
+        assert f"--shard: shard {shard} of this input is held by pid {first.pid} on" in err
+        assert "claimed as 1/2" in err
+        assert "this run sent nothing" in err
+    code, _, err = await run_cli(*args("2/2", "b.db"), env=env)  # the other rows: allowed
+    assert code == 0, err
+    emu.latency = 0.0
+    _, first_err = await first.communicate()
+    assert first.returncode == 0, first_err.decode()
+    assert all(emu.audit.times_applied(i["pointsAwardedRefId"], i["pointsAwardedRefType"]) == 1
+               for i in items)  # fmt: skip
+    # Once the first run is over, its claim is gone: its own rerun resumes at once.
+    code, out, err = await run_cli(*args("1/2", "a.db"), env=env)
+    assert code == 0, err
+    assert "30 rows" in out

@@ -114,6 +114,7 @@ async def test_stop_gives_every_item_taken_from_the_input_one_outcome(kind: str)
     assert len(seen) == outcomes.report.total == handed_over
     assert sorted(o.index for o in seen) == list(range(handed_over))
     assert queue.qsize() == 501 - handed_over  # the rest stays queued, for the next worker
+    assert outcomes.report.input_complete is False  # and the report says so
     applied = sum(len(json.loads(r.content or b"")["expiryDateUpdateRequest"]) for r in sent)
     assert applied == sum(o.status is OutcomeStatus.SUCCEEDED for o in seen)
 
@@ -197,6 +198,7 @@ async def test_rows_waiting_for_a_pace_slot_are_not_in_flight_in_the_journal(
     async with client_with(recording(again)) as client:
         report = await client.points.bulk_update_expiry(rows, chunk_size=5, journal=journal)
     assert (report.succeeded, report.unknown, report.resumed) == (40, 0, 5)
+    assert report.input_complete
     refs = [
         entry["pointsAwardedRefId"]
         for r in sent + again

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import itertools
 import json
@@ -453,6 +454,19 @@ class InputFile:
         """
         with open_input(self.path, columns_of(self.kind)):
             pass
+
+    def sha256(self) -> str:
+        """The SHA-256 of the file's bytes (hex): what names this input across machines.
+
+        Read in blocks (flat memory); standard input has none (``InputError``).
+        """
+        if self.path == "-":
+            raise InputError("standard input has no digest: it can be read once only")
+        digest = hashlib.sha256()
+        with Path(self.path).open("rb") as stream:
+            while block := stream.read(1 << 20):
+                digest.update(block)
+        return digest.hexdigest()
 
     def count(self) -> int | None:
         """How many rows (of this shard), counted quickly (None for standard input)."""

@@ -135,8 +135,6 @@ class Job(Reading[ItemT], Recovery, Generic[ItemT, ResultT]):
         self._waiting: set[anyio.CancelScope] = set()
         #: The pending read of an async input, if one is pending.
         self._reading: anyio.CancelScope | None = None
-        #: Whether a stop abandoned a pending read of the input.
-        self._abandoned = False
         self._patience = options.flush_after if options.flush_after is not None else 1.0
 
     @property

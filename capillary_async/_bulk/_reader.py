@@ -19,6 +19,7 @@ from ._files import InputRow
 from ._flow import Chunk, Gate, Signal
 from ._options import BulkOptions
 from ._outcomes import ItemOutcome, OutcomeStatus
+from ._report import BulkReport
 from ._specs import BulkSpec
 
 if TYPE_CHECKING:
@@ -39,6 +40,7 @@ class Reading(Generic[ItemT]):
     hooks: JobHooks | None
     chunker: Chunker[ItemT]
     _held: Gate
+    report: BulkReport
     _changed: Signal
     _stopping: bool
     _drain: bool
@@ -47,8 +49,6 @@ class Reading(Generic[ItemT]):
     _input_done: bool
     #: The pending read of an async input, if one is pending.
     _reading: anyio.CancelScope | None
-    #: Whether a stop abandoned a pending read of the input.
-    _abandoned: bool
     #: How long a draining stop waits for the input's next item.
     _patience: float
 
@@ -90,6 +90,8 @@ class Reading(Generic[ItemT]):
                         except StopIteration:
                             break
                         await self._take(raw)
+                    else:
+                        self.report.input_complete = False
                 finally:
                     close_sync = getattr(sync_iterator, "close", None)
                     if close_sync is not None:
@@ -119,9 +121,10 @@ class Reading(Generic[ItemT]):
                     finally:
                         self._reading = None
                 if scope.cancelled_caught:
-                    self._abandoned = True
+                    self.report.input_complete = False
                     return
                 await self._take(raw)
+            self.report.input_complete = False
         finally:
             close = getattr(iterator, "aclose", None)
             if close is not None:

@@ -62,6 +62,12 @@ class BulkReport:
         self.resumed = 0
         #: The job validated its input and sent nothing (``dry_run=True``).
         self.dry_run = False
+        #: Whether the job read its input to the end. A stop (``OutcomeStream.stop``,
+        #: Ctrl-C) leaves the rest unread: the counts then cover what was read.
+        self.input_complete = True
+        #: How many items the input holds, when the caller knows (the command line
+        #: counts its file's rows): the summary then says how many were not read.
+        self.input_total: int | None = None
         self._failures: list[ItemOutcome] = []
         self._outcomes: list[ItemOutcome] = []
         #: The journal of the job, if it had one.
@@ -77,6 +83,13 @@ class BulkReport:
     def items_per_second(self) -> float:
         """Final outcomes per second of the job's run time."""
         return self.total / self.elapsed if self.elapsed > 0 else 0.0
+
+    @property
+    def unread(self) -> int | None:
+        """Items of the input the job never read (None when ``input_total`` is unknown)."""
+        if self.input_total is None:
+            return None
+        return 0 if self.input_complete else max(0, self.input_total - self.total)
 
     @property
     def ok(self) -> bool:
@@ -140,6 +153,12 @@ class BulkReport:
             "resumed": self.resumed,
             "dry_run": self.dry_run,
             "stop_reason": self.stop_reason,
+            "input_complete": self.input_complete,
+            **(
+                {"input_total": self.input_total, "unread": self.unread}
+                if self.input_total is not None
+                else {}
+            ),
             "anomaly_count": self.anomaly_count,
             "anomalies": list(self.anomalies),
             **(

@@ -7,7 +7,7 @@ sent, shows progress, turns Ctrl-C into a graceful stop, and prints.
 
 from __future__ import annotations
 
-import hashlib
+import shlex
 import shutil
 import signal
 import sys
@@ -32,12 +32,11 @@ from .. import (
     InputError,
     InputFile,
     JournalError,
-    Limiter,
-    LocalLimiter,
     OutcomeStatus,
     OutcomeStream,
 )
 from ._env import UsageError
+from ._fleet import check_limiter, claim_shard, make_limiter
 from ._paths import Output, Outputs, check_input, check_journal_path, check_outputs, shown
 from ._progress import Display
 
@@ -177,17 +176,20 @@ class _Run:
         total = await anyio.to_thread.run_sync(source.count)
         # Standard input cannot be resumed; a scratch journal still keeps memory flat.
         items = iter(source) if source.path == "-" else source
-        limiter = self._limiter(base_url, auth)
-        await self._check_limiter(limiter)
+        limiter = make_limiter(options, base_url, auth)
         try:
-            async with CapillaryClient(
-                base_url,
-                auth=auth,
-                max_connections=max(10, options.concurrency),
-                clock=clock,
-                max_response_bytes=options.max_response_bytes,
-                limiter=limiter,
-            ) as client:
+            await check_limiter(limiter)
+            async with (
+                claim_shard(limiter, source, options.shard),
+                CapillaryClient(
+                    base_url,
+                    auth=auth,
+                    max_connections=max(10, options.concurrency),
+                    clock=clock,
+                    max_response_bytes=options.max_response_bytes,
+                    limiter=limiter,
+                ) as client,
+            ):
                 points = client.points
                 stream = (
                     points.stream_update_expiry(items, options=job)
@@ -212,6 +214,9 @@ class _Run:
         finally:
             with anyio.CancelScope(shield=True):
                 await limiter.aclose()
+        report.input_total = total
+        if self.interrupts and not options.journal and not options.dry_run:
+            self.keep = "with every outcome;\n  " + _RERUN_FINISH
         if report.journal_error is not None and not options.journal:
             self.keep = (
                 "with every request this run made;\n  once the cause is fixed, " + _RERUN_FINISH
@@ -226,50 +231,6 @@ class _Run:
             )
         self._print(report)
         return self._status(report)
-
-    def _limiter(self, base_url: str, auth: Auth) -> Limiter:
-        """The client's pace: --rate alone, adaptive, or shared through Redis."""
-        options = self.options
-        if not options.redis or options.dry_run:
-            return LocalLimiter(
-                options.rate, adaptive=options.adaptive and options.rate is not None
-            )
-        try:
-            from ..redis import RedisLimiter
-        except ImportError:
-            raise UsageError(
-                '--redis needs the redis package: pip install "capillary-async[redis]"'
-            ) from None
-        name = (
-            limiter_name(base_url, auth) if options.limiter_name is None else options.limiter_name
-        )
-        if not name or "{" in name or "}" in name or len(name) > 200:
-            raise UsageError("--limiter-name: must be 1 to 200 characters, without braces")
-        try:
-            return RedisLimiter.from_url(
-                options.redis,
-                name=name,
-                rate_limit=options.rate or 0.0,
-                adaptive=options.adaptive,
-                # Before Redis answers, assume the fleet a shard says there is.
-                members=options.shard[1] if options.shard else 1,
-            )
-        except ValueError:  # named, not quoted: the URL may carry a password
-            raise UsageError(
-                "--redis (or CAPILLARY_REDIS_URL): not a Redis URL "
-                "(redis://host:6379/0, rediss://..., unix://...)"
-            ) from None
-
-    async def _check_limiter(self, limiter: Limiter) -> None:
-        """A shared pace that cannot be reached is a usage error before anything is sent."""
-        check = getattr(limiter, "check", None)
-        if check is None:
-            return
-        try:
-            await check()
-        except CapillaryError as exc:
-            await limiter.aclose()
-            raise UsageError(f"--redis: {exc}; nothing was sent") from None
 
     async def _drive(self, outcomes: OutcomeStream, total: int | None) -> BulkReport:
         """Consume the outcomes, showing progress; Ctrl-C stops, a second one aborts."""
@@ -370,18 +331,6 @@ class _Run:
             print(_journal_message(report), file=self.err)
 
 
-def limiter_name(base_url: str, auth: Auth) -> str:
-    """The shared pace's default name: the target and who calls it, never a secret.
-
-    Processes of one organisation (same target, same till user or client key)
-    share a pace; a bearer token names no one, so all token users of a target
-    share one unless ``--limiter-name`` says otherwise.
-    """
-    who = getattr(auth, "username", None) or getattr(auth, "key", None) or "token"
-    digest = hashlib.sha256(f"{base_url}\0{who}".encode(errors="surrogateescape")).hexdigest()
-    return f"capillary-{digest[:16]}"
-
-
 def _journal_message(report: BulkReport) -> str:
     problem = (
         f"capillary-async: error: {report.journal_error}. "
@@ -429,6 +378,18 @@ def _print_summary(report: BulkReport, options: ApplyOptions, out: IO[str]) -> N
     )
     if report.stop_reason:
         print(f"  stopped early: {shown(report.stop_reason)}", file=out)
+    if report.unread:
+        print(
+            f"  not read:     {report.unread:>10,} of the input's {report.input_total:,} rows "
+            "(the run stopped before it read them)",
+            file=out,
+        )
+    if not report.input_complete and options.journal:
+        command = [f"capillary-async {options.kind} apply", shlex.quote(options.input)]
+        if options.shard is not None:
+            command.append(f"--shard {options.shard[0]}/{options.shard[1]}")
+        command.append(f"--journal {shlex.quote(options.journal)}")
+        print(f"  to resume:    {shown(' '.join(command))} (with the same options)", file=out)
     for label, path in (
         ("report", options.report),
         ("failures", options.failures),
