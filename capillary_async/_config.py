@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import base64
 import enum
 import ipaddress
 import math
 import random
+import ssl as ssl_module
 import time
 from collections.abc import Callable
 from datetime import timedelta, timezone, tzinfo
-from typing import Protocol
-from urllib.parse import urlsplit
+from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import unquote, urlsplit
 
 import anyio
 import attrs
 
 from ._exceptions import excerpt
+from ._types import _Unset
+
+if TYPE_CHECKING:
+    import aiohttp
 
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
@@ -71,6 +77,15 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def is_loopback_url(url: str) -> bool:
+    """Whether a URL's host is loopback (a local test server)."""
+    try:
+        host = urlsplit(url).hostname
+    except ValueError:
+        return False
+    return host is not None and _is_loopback(host)
+
+
 def resolve_base_url(base: str | Cluster, *, allow_insecure: bool = False) -> str:
     """Turn a cluster or URL into a base URL without a trailing slash.
 
@@ -101,6 +116,41 @@ def resolve_base_url(base: str | Cluster, *, allow_insecure: bool = False) -> st
             "credentials in clear text; use https:// or pass allow_insecure=True"
         )
     return base.rstrip("/")
+
+
+def resolve_proxy(proxy: str) -> tuple[str, str, tuple[str, ...]]:
+    """A proxy URL checked: (the URL, the URL as it may be shown, its secret forms).
+
+    Credentials in it (``http://user:password@proxy:3128``) are never shown:
+    the password, ``user:password`` and its base64 (the ``Proxy-Authorization``
+    header's value) are redacted from every text of ours.
+    """
+    if not isinstance(proxy, str) or not proxy:
+        raise ValueError("proxy: expected an http:// or https:// URL")
+    try:
+        parts = urlsplit(proxy)
+        host = parts.hostname
+        port = parts.port
+    except ValueError:
+        raise ValueError("proxy: not a URL (bad host or port)") from None
+    if parts.scheme not in ("http", "https") or not host:
+        raise ValueError("proxy: expected an http:// or https:// URL with a host")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("proxy: must be scheme://[user:password@]host[:port], with nothing after")
+    where = f"[{host}]" if ":" in host else host
+    shown = (
+        f"{parts.scheme}://"
+        + ("<redacted>@" if parts.username or parts.password else "")
+        + where
+        + (f":{port}" if port else "")
+    )
+    secrets: tuple[str, ...] = ()
+    if parts.password:
+        user = unquote(parts.username or "")
+        password = unquote(parts.password)
+        pair = f"{user}:{password}"
+        secrets = (password, pair, base64.b64encode(pair.encode()).decode())
+    return proxy, shown, secrets
 
 
 @attrs.frozen(kw_only=True)
@@ -207,3 +257,45 @@ class SystemClock:
 
     def __repr__(self) -> str:
         return "SystemClock()"
+
+
+def network_options(  # noqa: PLR0917 - the client's network options, checked together
+    base_url: str,
+    session: aiohttp.ClientSession | None,
+    max_connections: int | _Unset,
+    proxy: str | None,
+    ssl: ssl_module.SSLContext | bool | None,
+    trust_env: bool,
+    allow_insecure: bool,
+) -> dict[str, Any]:
+    """Network options checked: refused with ``session=``, ``ssl=False`` off loopback."""
+    if session is not None:
+        given = [
+            name
+            for name, value in (
+                ("max_connections", not isinstance(max_connections, _Unset)),
+                ("proxy", proxy is not None),
+                ("ssl", ssl is not None),
+                ("trust_env", trust_env),
+            )
+            if value
+        ]
+        if given:
+            raise ValueError(
+                f"{given[0]}: cannot apply to a session passed in (it lends its connection "
+                "pool, made with its own settings); set it on that session's connector, or "
+                "let the client make its own session"
+            )
+    if not isinstance(trust_env, bool):
+        raise TypeError("trust_env: must be True or False")
+    if ssl is not None and not isinstance(ssl, (bool, ssl_module.SSLContext)):
+        raise TypeError("ssl: expected an ssl.SSLContext, True, False or None")
+    if ssl is False and not allow_insecure and not is_loopback_url(base_url):
+        raise ValueError(
+            "ssl: False turns certificate checks off, which is for a loopback test server "
+            "only; trust a CA with an ssl.SSLContext instead (or pass allow_insecure=True)"
+        )
+    if proxy is None:
+        return {}
+    _, shown, secrets = resolve_proxy(proxy)
+    return {"shown": shown, "secrets": secrets}

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import ssl as ssl_module
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
@@ -88,7 +89,15 @@ def _client_timeout(timeout: Timeouts) -> aiohttp.ClientTimeout:
 class AiohttpTransport:
     """One pooled ``aiohttp.ClientSession``, made lazily inside the running loop.
 
-    A session passed in belongs to the caller and is never closed here.
+    ``proxy`` (a URL, credentials allowed and never shown), ``ssl`` (an
+    ``ssl.SSLContext``: a corporate CA, a client certificate; ``False`` skips
+    verification) and ``trust_env`` (``HTTPS_PROXY`` / ``NO_PROXY`` and netrc,
+    as aiohttp reads them) shape the connections.
+
+    A ``session`` passed in lends its connection pool (its connector) and
+    nothing else: requests go through a session of ours on that pool, so its
+    cookie jar, default headers, ``raise_for_status``, auth and timeouts never
+    apply. It belongs to the caller and is never closed here.
     """
 
     def __init__(
@@ -96,31 +105,48 @@ class AiohttpTransport:
         *,
         max_connections: int = 100,
         session: aiohttp.ClientSession | None = None,
+        proxy: str | None = None,
+        ssl: ssl_module.SSLContext | bool | None = None,
+        trust_env: bool = False,
     ) -> None:
-        if max_connections < 1:
+        if isinstance(max_connections, bool) or max_connections < 1:
             raise ValueError("max_connections: must be at least 1")
         self._max_connections = max_connections
-        self._session = session
-        self._owns_session = session is None
+        self._lent = session
+        self._session: aiohttp.ClientSession | None = None
+        self._proxy = proxy
+        self._ssl = ssl
+        self._trust_env = trust_env
         self._closed = False
 
     @property
     def session(self) -> aiohttp.ClientSession | None:
-        """The session in use, once one exists."""
+        """The session in use, once one exists (ours, on a lent session's pool)."""
         return self._session
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._closed:
             raise RuntimeError("transport is closed")
+        lent = self._lent
+        if lent is not None and lent.closed:
+            raise RuntimeError("the session passed to CapillaryClient is closed")
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self._max_connections, limit_per_host=0)
+            if lent is not None:
+                connector: aiohttp.BaseConnector = lent.connector  # type: ignore[assignment]
+            else:
+                connector = aiohttp.TCPConnector(
+                    limit=self._max_connections,
+                    limit_per_host=0,
+                    ssl=True if self._ssl is None else self._ssl,
+                )
             self._session = aiohttp.ClientSession(
                 connector=connector,
+                connector_owner=lent is None,
                 # Cookies in Capillary's examples are browser leftovers: never send any.
                 cookie_jar=aiohttp.DummyCookieJar(),
                 raise_for_status=False,
                 auto_decompress=True,
-                trust_env=False,
+                trust_env=self._trust_env,
             )
         return self._session
 
@@ -137,6 +163,8 @@ class AiohttpTransport:
                 data=request.content,
                 timeout=_client_timeout(request.timeout),
                 allow_redirects=False,
+                raise_for_status=False,
+                proxy=self._proxy,
             ) as resp:
                 content = await _read_bounded(resp, request)
                 headers = {k.lower(): v for k, v in resp.headers.items()}
@@ -145,6 +173,11 @@ class AiohttpTransport:
             failure, cause = ConnectTimeoutError(f"timed out connecting to {_host(request)}"), exc
         except aiohttp.ClientConnectorError as exc:
             failure, cause = ConnectError(_connect_failure(exc, request)), exc
+        except aiohttp.ClientHttpProxyError as exc:  # CONNECT refused: nothing reached the server
+            failure = ConnectError(
+                f"the proxy refused to connect to {_host(request)} ({exc.status})"
+            )
+            cause = exc
         except (aiohttp.ServerTimeoutError, asyncio.TimeoutError) as exc:
             failure, cause = ReadTimeoutError("timed out waiting for the response"), exc
         except (aiohttp.ClientError, OSError) as exc:
@@ -161,12 +194,12 @@ class AiohttpTransport:
     async def aclose(self) -> None:
         self._closed = True
         session, self._session = self._session, None
-        if session is not None and self._owns_session and not session.closed:
-            await session.close()
+        if session is not None and not session.closed:
+            await session.close()  # on a lent pool, the pool stays open
 
     def __del__(self, _warn: Callable[..., None] = warnings.warn) -> None:
         session = self._session
-        if session is not None and self._owns_session and not session.closed:
+        if session is not None and self._lent is None and not session.closed:
             _warn(
                 "CapillaryClient was not closed: use 'async with' or 'await client.aclose()'",
                 ResourceWarning,
@@ -209,6 +242,8 @@ def _connect_failure(exc: aiohttp.ClientConnectorError, request: Request) -> str
     host = _host(request)
     if _DNS_ERROR is not None and isinstance(exc, _DNS_ERROR):
         return f"could not resolve {host}"
+    if isinstance(exc, aiohttp.ClientProxyConnectionError):
+        return "could not connect to the proxy"
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return f"TLS certificate of {host} could not be verified"
     if isinstance(exc, aiohttp.ClientSSLError):

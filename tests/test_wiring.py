@@ -133,14 +133,16 @@ async def test_session_is_lazy_pooled_cookieless_and_closed() -> None:
     assert session.closed
 
 
-async def test_a_callers_session_is_used_and_left_open() -> None:
+async def test_a_callers_session_lends_its_pool_and_is_left_open() -> None:
     async with aiohttp.ClientSession() as session:
         with mock_aiohttp() as mocked:
             mocked.put(f"{EU}/v2/points/updateRedemption", payload=REDEMPTION_RESPONSE)
             async with eu_client(session=session) as client:
                 await client.points.update_redemption(REDEMPTION_REQUEST)
-                assert client.transport.session is session  # type: ignore[attr-defined]
+                ours = client.transport.session  # type: ignore[attr-defined]
+                assert ours.connector is session.connector  # its pool, lent
         assert not session.closed
+        assert not session.connector.closed  # type: ignore[union-attr]
 
 
 async def test_a_client_never_closed_warns() -> None:
