@@ -8,6 +8,7 @@ in exactly one of those.
 from __future__ import annotations
 
 import asyncio
+import copy
 import ssl as ssl_module
 from collections.abc import Mapping
 from types import TracebackType
@@ -16,7 +17,7 @@ from typing import Any
 import aiohttp
 
 from . import _secrets
-from ._auth import Auth, AuthFlow
+from ._auth import Auth
 from ._config import (
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_TIMEOUTS,
@@ -35,7 +36,7 @@ from ._exceptions import (
 from ._limiter import Limiter, LocalLimiter
 from ._resources import PointsResource
 from ._retry import wrong_endpoint
-from ._send import Sender, logger
+from ._send import Sender, Shared, logger
 from ._transport import AiohttpTransport, AsyncTransport
 from ._types import UNSET, _Unset
 from ._wire import checked_headers, user_agent
@@ -105,11 +106,7 @@ class CapillaryClient(Sender):
         self.auth = auth
         self.retry = retry if retry is not None else RetryPolicy()
         self.timeout = Timeouts.coerce(timeout)
-        if max_response_bytes is not None and (
-            isinstance(max_response_bytes, bool) or max_response_bytes < 1
-        ):
-            raise ValueError("max_response_bytes: must be a positive number of bytes, or None")
-        self.max_response_bytes = max_response_bytes
+        self.max_response_bytes = _checked_size(max_response_bytes)
         self.clock: Clock = clock if clock is not None else SystemClock()
         if limiter is not None and rate_limit is not None:
             raise ValueError("pass rate_limit or limiter, not both (a limiter has its own rate)")
@@ -136,17 +133,48 @@ class CapillaryClient(Sender):
             "User-Agent": user_agent(),
             **checked_headers(headers or {}),
         }
-        self._flow: AuthFlow | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._closed = False
+        #: The pool, the auth flow (its tokens), the loop and the closed state: one
+        #: for this client and every client ``with_options`` derives from it.
+        self._shared = Shared()
+        self._derived = False
         self.points: PointsResource = PointsResource(self)
+
+    def with_options(
+        self,
+        *,
+        timeout: Timeouts | float | _Unset | None = UNSET,
+        retry: RetryPolicy | None = None,
+        headers: Mapping[str, str] | None = None,
+        max_response_bytes: int | _Unset | None = UNSET,
+    ) -> CapillaryClient:
+        """This client with other defaults, sharing its pool, its tokens and its limiter.
+
+        Cheap enough to make per request (a few attribute copies: no
+        connection pool, no auth flow, no limiter of its own), and nothing to
+        close: ``aclose()`` on a derived client does nothing; closing the
+        original closes them all. ``headers`` are merged over this client's.
+        """
+        derived = copy.copy(self)
+        derived._derived = True
+        if not isinstance(timeout, _Unset):
+            derived.timeout = Timeouts.coerce(timeout)
+        if retry is not None:
+            if not isinstance(retry, RetryPolicy):
+                raise TypeError("retry: expected a RetryPolicy")
+            derived.retry = retry
+        if headers is not None:
+            derived._headers = {**self._headers, **checked_headers(headers)}
+        if not isinstance(max_response_bytes, _Unset):
+            derived.max_response_bytes = _checked_size(max_response_bytes)
+        derived.points = PointsResource(derived)
+        return derived
 
     # -- lifecycle ------------------------------------------------------------
 
     @property
     def closed(self) -> bool:
         """Whether ``aclose()`` has run: a closed client cannot be reopened."""
-        return self._closed
+        return self._shared.closed
 
     @property
     def transport(self) -> AsyncTransport:
@@ -166,10 +194,13 @@ class CapillaryClient(Sender):
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the pooled connections (not a session the caller passed in)."""
-        if self._closed:
+        """Close the pooled connections (not a session the caller passed in).
+
+        On a client made by ``with_options`` it does nothing: the original owns them.
+        """
+        if self._derived or self._shared.closed:
             return
-        self._closed = True
+        self._shared.closed = True
         try:
             await self._transport.aclose()
         finally:
@@ -177,19 +208,20 @@ class CapillaryClient(Sender):
                 await self.limiter.aclose()
 
     def _check_open(self) -> None:
-        if self._closed:
+        shared = self._shared
+        if shared.closed:
             raise RuntimeError("CapillaryClient is closed: make a new one")
         loop = asyncio.get_running_loop()
-        if self._loop is None:
-            self._loop = loop
-        elif self._loop is not loop:
+        if shared.loop is None:
+            shared.loop = loop
+        elif shared.loop is not loop:
             raise RuntimeError(
                 "CapillaryClient is bound to the event loop it was first used in; "
                 "make one client per loop"
             )
 
     def __repr__(self) -> str:
-        state = " closed" if self._closed else ""
+        state = " closed" if self._shared.closed else ""
         proxy = f" proxy={self._proxy_shown}" if self._proxy_shown else ""
         return f"<CapillaryClient {self.base_url} auth={self.auth!r}{proxy}{state}>"
 
@@ -253,3 +285,9 @@ class CapillaryClient(Sender):
             if exc.codes and exc.status not in (401, 403, 498) and not wrong_endpoint(exc):
                 return  # refused in Capillary's words, after authentication
             raise
+
+
+def _checked_size(value: int | None) -> int | None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError("max_response_bytes: must be a positive number of bytes, or None")
+    return value

@@ -53,6 +53,7 @@ class PointsResource:
         *,
         timeout: Timeouts | float | _Unset | None = UNSET,
         retry: RetryPolicy | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> Redemption:
         """Set bill id/number, purpose or custom fields of a redemption (PUT updateRedemption).
 
@@ -64,6 +65,7 @@ class PointsResource:
             "PUT",
             UPDATE_REDEMPTION_PATH,
             json=to_wire(model),
+            headers=headers,
             timeout=timeout,
             retry=retry,
             idempotent=True,
@@ -76,6 +78,7 @@ class PointsResource:
         *,
         timeout: Timeouts | float | _Unset | None = UNSET,
         retry: RetryPolicy | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> ExpiryUpdateResult:
         """Change the expiry of points-awarded records, in one request (POST updateExpiry).
 
@@ -90,6 +93,7 @@ class PointsResource:
             "POST",
             UPDATE_EXPIRY_PATH,
             json={EXPIRY_LIST_FIELD: to_wire(items)},
+            headers=headers,
             timeout=timeout,
             retry=retry,
             idempotent=all(item.idempotent for item in items),
@@ -121,7 +125,7 @@ class PointsResource:
         ``keep_all=True`` every one.
         """
         return self._open(
-            ExpirySpec(self._client, _timeout(options, kwargs)), items, options, kwargs, False
+            ExpirySpec(self._client, *_per_call(options, kwargs)), items, options, kwargs, False
         )
 
     async def bulk_update_expiry(
@@ -139,7 +143,7 @@ class PointsResource:
         ``journal="job.db"`` an interrupted job picks up where it stopped when
         run again with the same input. See ``BulkOptions`` for every option.
         """
-        spec = ExpirySpec(self._client, _timeout(options, kwargs))
+        spec = ExpirySpec(self._client, *_per_call(options, kwargs))
         return await _drain(self._open(spec, items, options, kwargs, True))
 
     def stream_update_redemption(
@@ -150,7 +154,7 @@ class PointsResource:
         **kwargs: Unpack[BulkOptionsDict],
     ) -> contextlib.AbstractAsyncContextManager[OutcomeStream]:
         """Update many redemptions (one request each, as the API takes them), streaming outcomes."""
-        spec = RedemptionSpec(self._client, _timeout(options, kwargs))
+        spec = RedemptionSpec(self._client, *_per_call(options, kwargs))
         return self._open(spec, items, options, kwargs, False)
 
     async def bulk_update_redemption(
@@ -161,7 +165,7 @@ class PointsResource:
         **kwargs: Unpack[BulkOptionsDict],
     ) -> BulkReport:
         """Update many redemptions and return one merged ``BulkReport``."""
-        spec = RedemptionSpec(self._client, _timeout(options, kwargs))
+        spec = RedemptionSpec(self._client, *_per_call(options, kwargs))
         return await _drain(self._open(spec, items, options, kwargs, True))
 
     def _open(
@@ -189,12 +193,16 @@ class PointsResource:
         )
 
 
-def _timeout(
+def _per_call(
     options: BulkOptions | None, kwargs: BulkOptionsDict
-) -> Timeouts | float | _Unset | None:
-    if "timeout" in kwargs:
-        return kwargs["timeout"]
-    return options.timeout if options is not None else UNSET
+) -> tuple[Timeouts | float | _Unset | None, Mapping[str, str] | None]:
+    """A job's timeout and headers: the keyword argument, else the options."""
+    timeout = kwargs.get("timeout", UNSET)
+    headers = kwargs.get("headers")
+    if options is not None:
+        timeout = options.timeout if "timeout" not in kwargs else timeout
+        headers = options.headers if "headers" not in kwargs else headers
+    return timeout, headers
 
 
 async def _drain(job: contextlib.AbstractAsyncContextManager[OutcomeStream]) -> BulkReport:

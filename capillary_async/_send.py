@@ -8,6 +8,7 @@ inherits them and holds the state they use.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Mapping
@@ -33,14 +34,25 @@ from ._limiter import Limiter
 from ._retry import Action, decide
 from ._transport import AsyncTransport, Request
 from ._types import UNSET, AcceptFn, BeforeSend, Reply, _Unset
-from ._wire import decode, encode, has_errors, text
+from ._wire import checked_headers, decode, encode, has_errors, text
 
-__all__ = ["Sender", "logger"]
+__all__ = ["Sender", "Shared", "logger"]
 
 logger = logging.getLogger("capillary_async")
 logger.addHandler(logging.NullHandler())
 
 _REQUEST_ID_HEADERS = ("x-cap-request-id", "x-cap-requestid")
+
+
+class Shared:
+    """What a client shares with the clients ``with_options`` derives from it."""
+
+    __slots__ = ("closed", "flow", "loop")
+
+    def __init__(self) -> None:
+        self.flow: AuthFlow | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.closed = False
 
 
 class Sender:
@@ -55,7 +67,7 @@ class Sender:
     max_response_bytes: int | None
     _transport: AsyncTransport
     _headers: dict[str, str]
-    _flow: AuthFlow | None
+    _shared: Shared
 
     if TYPE_CHECKING:
 
@@ -150,7 +162,7 @@ class Sender:
             path=path,
             url=self.base_url + path + (f"?{urlencode(params)}" if params else ""),
             content=None if json is None else encode(json),
-            headers=headers or {},
+            headers=checked_headers(headers) if headers else {},
             timeout=self.timeout if isinstance(timeout, _Unset) else Timeouts.coerce(timeout),
             sensitive=sensitive,
         )
@@ -219,9 +231,10 @@ class Sender:
         return reply.status, reply.body, reply.request_id
 
     def _auth_flow(self) -> AuthFlow:
-        if self._flow is None:
-            self._flow = self.auth.create_flow(self._post_unauthenticated, self.clock)
-        return self._flow
+        shared = self._shared
+        if shared.flow is None:
+            shared.flow = self.auth.create_flow(self._post_unauthenticated, self.clock)
+        return shared.flow
 
     async def _send_authenticated(
         self,

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import attrs
 
 from .._config import RetryPolicy, Timeouts
 from .._types import UNSET, _Unset
+from .._wire import checked_headers
 from ._pacing import MIN_RATE, RetryBudget
 
 if TYPE_CHECKING:
@@ -81,6 +83,15 @@ def _check_journal(_instance: Any, _attribute: Any, value: Any) -> None:
         raise TypeError("journal: must be a path (a str or os.PathLike), or None")
 
 
+def _frozen_headers(value: Any) -> Mapping[str, str] | None:
+    """Headers checked now (names and values a request may carry), kept read-only."""
+    if value is None:
+        return None
+    if not isinstance(value, Mapping):
+        raise TypeError("headers: expected a mapping of header names to values, or None")
+    return types.MappingProxyType(checked_headers(value))
+
+
 @attrs.frozen(kw_only=True)
 class BulkOptions:
     """How a bulk job runs; every ``bulk_update_*`` / ``stream_update_*`` takes one.
@@ -97,6 +108,8 @@ class BulkOptions:
     - ``keep_all`` / ``keep_failures``: which outcomes the report keeps (a
       bulk call keeps failures, a stream keeps none, unless told).
     - ``retry``, ``retry_budget``, ``timeout``: per job, over the client's.
+    - ``headers``: sent with every request of the job, over the client's
+      (attribution headers for one tenant, say).
     - ``on_progress``: called (or awaited) with a ``Progress`` per chunk.
     - ``journal``: a SQLite file recording every item's outcome; run again
       with it and the same input to send only what is not final.
@@ -127,6 +140,9 @@ class BulkOptions:
     journal: str | os.PathLike[str] | None = attrs.field(default=None, validator=_check_journal)
     retry_unknown: bool = attrs.field(default=False, validator=_flag)
     dry_run: bool = attrs.field(default=False, validator=_flag)
+    headers: Mapping[str, str] | None = attrs.field(
+        default=None, converter=_frozen_headers, eq=False
+    )
     preflight: bool = attrs.field(default=False, validator=_flag)
 
     @classmethod
@@ -159,4 +175,5 @@ class BulkOptionsDict(TypedDict, total=False):
     journal: str | os.PathLike[str] | None
     retry_unknown: bool
     dry_run: bool
+    headers: Mapping[str, str] | None
     preflight: bool

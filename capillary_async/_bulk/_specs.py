@@ -86,10 +86,11 @@ async def _attempt(  # noqa: PLR0917 - one request, spelled out
     timeout: Timeouts | float | _Unset | None,
     accept: AcceptFn | None,
     before_send: BeforeSend | None,
+    headers: Mapping[str, str] | None = None,
 ) -> Reply:
     """One request, one attempt; its failure raised as it is."""
     outcome = await client._attempt(
-        client._call(method, path, json=body, timeout=timeout),
+        client._call(method, path, json=body, timeout=timeout, headers=headers),
         1,
         accept=accept,
         priority=False,
@@ -148,9 +149,15 @@ class ExpirySpec:
     kind = "expiry"
     max_chunk_size: int | None = None
 
-    def __init__(self, client: CapillaryClient, timeout: Timeouts | float | _Unset | None) -> None:
+    def __init__(
+        self,
+        client: CapillaryClient,
+        timeout: Timeouts | float | _Unset | None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         self._client = client
         self._timeout = timeout
+        self._headers = headers
 
     def prepare(self, raw: object) -> ExpiryUpdate:
         return prepare_model(ExpiryUpdate, raw, "an ExpiryUpdate")
@@ -173,6 +180,7 @@ class ExpirySpec:
             self._timeout,
             expiry_body_is_data,
             before_send,
+            self._headers,
         )
         try:
             updates, failures, _, _ = split_expiry_envelope(reply.body)
@@ -286,9 +294,15 @@ class RedemptionSpec:
     kind = "redemption"
     max_chunk_size: int | None = 1
 
-    def __init__(self, client: CapillaryClient, timeout: Timeouts | float | _Unset | None) -> None:
+    def __init__(
+        self,
+        client: CapillaryClient,
+        timeout: Timeouts | float | _Unset | None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         self._client = client
         self._timeout = timeout
+        self._headers = headers
 
     def prepare(self, raw: object) -> RedemptionUpdate:
         return prepare_model(RedemptionUpdate, raw, "a RedemptionUpdate")
@@ -311,6 +325,7 @@ class RedemptionSpec:
             self._timeout,
             None,
             before_send,
+            self._headers,
         )
         return parse_reply(Redemption, reply), reply.request_id
 
