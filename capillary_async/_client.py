@@ -26,6 +26,7 @@ from ._config import (
     RetryPolicy,
     SystemClock,
     Timeouts,
+    checked_deadline,
     network_options,
     resolve_base_url,
 )
@@ -51,8 +52,11 @@ class CapillaryClient(Sender):
     running loop (or uses the ``session`` given, which it then never closes).
     Use it as an async context manager, or call ``aclose()``.
 
-    ``timeout`` is a ``Timeouts``, a number of seconds for the whole exchange,
-    or ``None`` for no limit; every call may override it. ``headers`` are added
+    ``timeout`` bounds each attempt: a ``Timeouts``, a number of seconds for
+    one exchange, or ``None`` for no limit. ``deadline`` bounds a whole single
+    call, retries, backoff and pace waits included (``DeadlineExceededError``
+    when it runs out; None, the default, for no bound). Every call may
+    override either. ``headers`` are added
     to every request (attribution headers, for example). A response body larger
     than ``max_response_bytes`` (16 MiB by default; ``None`` for no limit) is
     not read: the call raises ``ResponseTooLargeError``.
@@ -90,6 +94,7 @@ class CapillaryClient(Sender):
         max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES,
         rate_limit: float | None = None,
         limiter: Limiter | None = None,
+        deadline: float | None = None,
     ) -> None:
         if not callable(getattr(auth, "create_flow", None)):
             raise TypeError("auth: expected BasicAuth, OAuthCredentials or BearerToken")
@@ -106,6 +111,8 @@ class CapillaryClient(Sender):
         self.auth = auth
         self.retry = retry if retry is not None else RetryPolicy()
         self.timeout = Timeouts.coerce(timeout)
+        #: Seconds for a whole single call (retries, backoff, pace waits); None: no bound.
+        self.deadline = checked_deadline(deadline)
         self.max_response_bytes = _checked_size(max_response_bytes)
         self.clock: Clock = clock if clock is not None else SystemClock()
         if limiter is not None and rate_limit is not None:
@@ -146,6 +153,7 @@ class CapillaryClient(Sender):
         retry: RetryPolicy | None = None,
         headers: Mapping[str, str] | None = None,
         max_response_bytes: int | _Unset | None = UNSET,
+        deadline: float | _Unset | None = UNSET,
     ) -> CapillaryClient:
         """This client with other defaults, sharing its pool, its tokens and its limiter.
 
@@ -166,6 +174,8 @@ class CapillaryClient(Sender):
             derived._headers = {**self._headers, **checked_headers(headers)}
         if not isinstance(max_response_bytes, _Unset):
             derived.max_response_bytes = _checked_size(max_response_bytes)
+        if not isinstance(deadline, _Unset):
+            derived.deadline = checked_deadline(deadline)
         derived.points = PointsResource(derived)
         return derived
 
@@ -237,6 +247,7 @@ class CapillaryClient(Sender):
         headers: Mapping[str, str] | None = None,
         timeout: Timeouts | float | _Unset | None = UNSET,
         retry: RetryPolicy | None = None,
+        deadline: float | _Unset | None = UNSET,
         idempotent: bool | None = None,
     ) -> Any:
         """Call any Capillary endpoint with this client's auth, retries and errors.
@@ -256,11 +267,17 @@ class CapillaryClient(Sender):
             headers=headers,
             timeout=timeout,
             retry=retry,
+            deadline=deadline,
             idempotent=idempotent,
         )
         return reply.body
 
-    async def check(self, *, timeout: Timeouts | float | _Unset | None = UNSET) -> None:
+    async def check(
+        self,
+        *,
+        timeout: Timeouts | float | _Unset | None = UNSET,
+        deadline: float | _Unset | None = UNSET,
+    ) -> None:
         """Prove the target and the credentials with one request that changes nothing.
 
         For a web app's readiness probe, or before a bulk job. It sends
@@ -279,6 +296,7 @@ class CapillaryClient(Sender):
                 UPDATE_EXPIRY_PATH,
                 json={EXPIRY_LIST_FIELD: []},
                 timeout=timeout,
+                deadline=deadline,
                 idempotent=True,  # an empty list applies nothing
             )
         except APIError as exc:

@@ -77,6 +77,15 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def checked_deadline(value: float | None) -> float | None:
+    """A call's deadline: seconds (a positive, finite number), or None for none."""
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf
+    ):
+        raise ValueError("deadline: must be a positive number of seconds, or None")
+    return None if value is None else float(value)
+
+
 def is_loopback_url(url: str) -> bool:
     """Whether a URL's host is loopback (a local test server)."""
     try:

@@ -6,7 +6,8 @@ CapillaryError
 │   ├── ConnectTimeoutError           never reached the server: safe to repeat
 │   ├── ReadTimeoutError         sent, no answer in time: outcome unknown
 │   ├── ConnectionLostError      sent, connection dropped or answer malformed: outcome unknown
-│   └── ResponseTooLargeError    answered with a body over ``max_response_bytes``: not read
+│   ├── ResponseTooLargeError    answered with a body over ``max_response_bytes``: not read
+│   └── DeadlineExceededError    the call's ``deadline`` ran out (``attempts``; ``sent``)
 ├── APIError                     the server answered with an error (``retry_after`` if it said)
 │   ├── BadRequestError          400, or a top-level ``errors`` envelope
 │   ├── AuthenticationError      401, 498 (token expired), bad OAuth key/secret or token
@@ -43,6 +44,7 @@ __all__ = [
     "ConnectError",
     "ConnectTimeoutError",
     "ConnectionLostError",
+    "DeadlineExceededError",
     "InputError",
     "JournalError",
     "JournalIOError",
@@ -117,6 +119,23 @@ class ResponseTooLargeError(TransportError):
         )
         self.status = status
         self.limit = limit
+
+
+class DeadlineExceededError(TransportError):
+    """The call's ``deadline`` ran out: retries, backoff and pace waits included.
+
+    ``attempts`` were made; ``sent`` says whether the last one may have reached
+    the server (it was written and no answer came). A non-idempotent request
+    that may have been applied raises ``OutcomeUnknownError`` with this as its
+    cause instead.
+    """
+
+    def __init__(
+        self, message: str, *, attempts: int, sent: bool, method: str = "", url: str = ""
+    ) -> None:
+        super().__init__(message, method=method, url=url)
+        self.attempts = attempts
+        self.sent = sent
 
 
 class APIError(CapillaryError):

@@ -54,6 +54,7 @@ class PointsResource:
         timeout: Timeouts | float | _Unset | None = UNSET,
         retry: RetryPolicy | None = None,
         headers: Mapping[str, str] | None = None,
+        deadline: float | _Unset | None = UNSET,
     ) -> Redemption:
         """Set bill id/number, purpose or custom fields of a redemption (PUT updateRedemption).
 
@@ -68,6 +69,7 @@ class PointsResource:
             headers=headers,
             timeout=timeout,
             retry=retry,
+            deadline=deadline,
             idempotent=True,
         )
         return parse_reply(Redemption, reply)
@@ -79,6 +81,7 @@ class PointsResource:
         timeout: Timeouts | float | _Unset | None = UNSET,
         retry: RetryPolicy | None = None,
         headers: Mapping[str, str] | None = None,
+        deadline: float | _Unset | None = UNSET,
     ) -> ExpiryUpdateResult:
         """Change the expiry of points-awarded records, in one request (POST updateExpiry).
 
@@ -96,6 +99,7 @@ class PointsResource:
             headers=headers,
             timeout=timeout,
             retry=retry,
+            deadline=deadline,
             idempotent=all(item.idempotent for item in items),
             accept=expiry_body_is_data,
             why_not_idempotent=(

@@ -15,15 +15,17 @@ from collections.abc import Awaitable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
+import anyio
 import attrs
 
 from . import _secrets
 from ._auth import Auth, AuthFlow
-from ._config import Clock, RetryPolicy, Timeouts
+from ._config import Clock, RetryPolicy, Timeouts, checked_deadline
 from ._exceptions import (
     RETRY_STATUSES,
     APIError,
     CapillaryError,
+    DeadlineExceededError,
     OutcomeUnknownError,
     TransportError,
     api_error,
@@ -42,6 +44,21 @@ logger = logging.getLogger("capillary_async")
 logger.addHandler(logging.NullHandler())
 
 _REQUEST_ID_HEADERS = ("x-cap-request-id", "x-cap-requestid")
+
+
+class _Tries:
+    """How far a call got: for the message, and the verdict, when its deadline runs out."""
+
+    __slots__ = ("applied_before", "attempts", "in_flight")
+
+    def __init__(self) -> None:
+        self.attempts = 0
+        self.in_flight = False  # the current attempt was written and has no answer yet
+        self.applied_before = False
+
+    async def sent(self) -> None:
+        self.attempts += 1
+        self.in_flight = True
 
 
 class Shared:
@@ -65,6 +82,7 @@ class Sender:
     clock: Clock
     limiter: Limiter
     max_response_bytes: int | None
+    deadline: float | None
     _transport: AsyncTransport
     _headers: dict[str, str]
     _shared: Shared
@@ -83,13 +101,14 @@ class Sender:
         headers: Mapping[str, str] | None = None,
         timeout: Timeouts | float | _Unset | None = UNSET,
         retry: RetryPolicy | None = None,
+        deadline: float | _Unset | None = UNSET,
         idempotent: bool,
         accept: AcceptFn | None = None,
         authenticate: bool = True,
         sensitive: bool = False,
         why_not_idempotent: str = "it is not idempotent",
     ) -> Reply:
-        """Send with retries: ``decide`` says whether to try again, this loop does it."""
+        """One call, within its deadline (retries, backoff and pace waits included)."""
         call = self._call(
             method,
             path,
@@ -100,11 +119,55 @@ class Sender:
             sensitive=sensitive,
         )
         policy = retry if retry is not None else self.retry
+        limit = self.deadline if isinstance(deadline, _Unset) else checked_deadline(deadline)
+        tries = _Tries()
+        if limit is None or not authenticate:  # (a token request is inside its call's deadline)
+            return await self._retrying(
+                call, policy, idempotent, accept, authenticate, tries, why_not_idempotent
+            )
+        with anyio.move_on_after(limit):
+            return await self._retrying(
+                call, policy, idempotent, accept, authenticate, tries, why_not_idempotent
+            )
+        maybe = tries.in_flight or tries.applied_before
+        late = DeadlineExceededError(
+            f"{method} {path}: the deadline of {limit:g} s ran out after "
+            f"{tries.attempts} attempt{'s' if tries.attempts != 1 else ''}"
+            + ("; the last one was sent and no answer came" if tries.in_flight else "")
+            + ("" if tries.attempts else " (waiting for the pace or a token)"),
+            attempts=tries.attempts,
+            sent=maybe,
+            method=method,
+            url=call.url,
+        )
+        if maybe and not idempotent:
+            raise OutcomeUnknownError(
+                f"{method} {path}: the server may or may not have applied this request "
+                f"({late}); it was not repeated because {why_not_idempotent}",
+                cause=late,
+            )
+        raise late
+
+    async def _retrying(  # noqa: PLR0917 - one call's settings, handed down once
+        self,
+        call: _Call,
+        policy: RetryPolicy,
+        idempotent: bool,
+        accept: AcceptFn | None,
+        authenticate: bool,
+        tries: _Tries,
+        why_not_idempotent: str,
+    ) -> Reply:
+        """Send with retries: ``decide`` says whether to try again, this loop does it."""
+        method, path = call.method, call.path
         attempt = 0
         applied_before = False  # an earlier attempt may have been applied
         while True:
             attempt += 1
-            outcome = await self._attempt(call, attempt, accept=accept, authenticate=authenticate)
+            outcome = await self._attempt(
+                call, attempt, accept=accept, authenticate=authenticate, before_send=tries.sent
+            )
+            tries.in_flight = False
             if isinstance(outcome, Reply):
                 return outcome
             error = outcome
@@ -115,7 +178,7 @@ class Sender:
                 await self.limiter.throttled(decision.delay, slow_down=decision.slow_down)
             if decision.action is not Action.RETRY:
                 break
-            applied_before = decision.maybe_applied
+            applied_before = tries.applied_before = decision.maybe_applied
             logger.info(
                 "%s %s: %s, retrying in %.2fs (attempt %d of %d)",
                 method,
