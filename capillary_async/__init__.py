@@ -71,6 +71,7 @@ from ._models import (
     RedemptionUpdate,
     StandardMeta,
 )
+from ._raw import RawResponse
 from ._resources import PointsResource
 from ._transport import AiohttpTransport, AsyncTransport, MockTransport, Request, Response
 from ._types import UNSET
@@ -132,6 +133,7 @@ __all__ = [
     "PointsResource",
     "Progress",
     "RateLimitError",
+    "RawResponse",
     "ReadTimeoutError",
     "Redemption",
     "RedemptionUpdate",

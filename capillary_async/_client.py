@@ -35,11 +35,12 @@ from ._exceptions import (
     APIError,
 )
 from ._limiter import Limiter, LocalLimiter
+from ._raw import RawResponse
 from ._resources import PointsResource
 from ._retry import wrong_endpoint
 from ._send import Sender, Shared, logger
 from ._transport import AiohttpTransport, AsyncTransport
-from ._types import UNSET, _Unset
+from ._types import UNSET, Reply, _Unset
 from ._wire import checked_headers, user_agent
 
 __all__ = ["CapillaryClient", "logger"]
@@ -272,6 +273,11 @@ class CapillaryClient(Sender):
         )
         return reply.body
 
+    @property
+    def with_raw_response(self) -> RawClient:
+        """``request()`` answering a ``RawResponse`` (status, headers, request id, timing)."""
+        return RawClient(self)
+
     async def check(
         self,
         *,
@@ -309,3 +315,42 @@ def _checked_size(value: int | None) -> int | None:
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise ValueError("max_response_bytes: must be a positive number of bytes, or None")
     return value
+
+
+class RawClient:
+    """``client.with_raw_response``: ``request()`` answering the raw response."""
+
+    def __init__(self, client: CapillaryClient) -> None:
+        self._client = client
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        json: Any = None,
+        params: Mapping[str, str | int] | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: Timeouts | float | _Unset | None = UNSET,
+        retry: RetryPolicy | None = None,
+        deadline: float | _Unset | None = UNSET,
+        idempotent: bool | None = None,
+    ) -> RawResponse[Any]:
+        """``client.request()``, answering the raw response; ``.parse()`` gives the body."""
+        method = method.upper()
+        reply = await self._client._request(
+            method,
+            path,
+            json=json,
+            params=params,
+            headers=headers,
+            timeout=timeout,
+            retry=retry,
+            deadline=deadline,
+            idempotent=method not in ("POST", "PATCH") if idempotent is None else idempotent,
+        )
+        return RawResponse(reply, _body)
+
+
+def _body(reply: Reply) -> Any:
+    return reply.body

@@ -71,6 +71,7 @@ def unexpected_shape(reply: Reply, exc: ValidationError) -> APIError:
         status=reply.status,
         body=reply.body,
         request_id=reply.request_id,
+        headers=reply.headers,
     )
 
 

@@ -155,6 +155,7 @@ class APIError(CapillaryError):
         body: Any = None,
         request_id: str | None = None,
         retry_after: float | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         message = excerpt(message)
         super().__init__(message)
@@ -165,6 +166,10 @@ class APIError(CapillaryError):
         self.codes: tuple[int, ...] = tuple(codes)
         self.body = body
         self.request_id = request_id
+        #: The answer's headers (names lower-case; values bounded, credentials redacted).
+        self.headers: Mapping[str, str] = {
+            name: excerpt(value, 2000) for name, value in (headers or {}).items()
+        }
 
     @property
     def code(self) -> int | None:
@@ -411,6 +416,7 @@ def api_error(
     request_id: str | None,
     retry_after: str | None = None,
     where: str | None = None,
+    headers: Mapping[str, str] | None = None,
 ) -> APIError:
     """The ``APIError`` a response stands for.
 
@@ -432,6 +438,7 @@ def api_error(
         body=body,
         request_id=request_id,
         retry_after=parse_retry_after(retry_after),
+        headers=headers,
     )
 
 

@@ -28,7 +28,8 @@ from ._endpoints import (
     parse_reply,
 )
 from ._models import ExpiryUpdate, ExpiryUpdateResult, Redemption, RedemptionUpdate
-from ._types import UNSET, _Unset
+from ._raw import RawResponse
+from ._types import UNSET, Reply, _Unset
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -46,6 +47,8 @@ class PointsResource:
 
     def __init__(self, client: CapillaryClient) -> None:
         self._client = client
+        #: The same calls, answering with a ``RawResponse`` (status, headers, timing).
+        self.with_raw_response = RawPoints(self)
 
     async def update_redemption(
         self,
@@ -60,19 +63,11 @@ class PointsResource:
 
         Repeating it sets the same values, so it is retried after any
         retryable failure. A mapping is read as the wire JSON body.
+        ``timeout`` bounds each attempt, ``deadline`` the whole call; ``headers``
+        are merged over the client's.
         """
-        model = ensure(RedemptionUpdate, update)
-        reply = await self._client._request(
-            "PUT",
-            UPDATE_REDEMPTION_PATH,
-            json=to_wire(model),
-            headers=headers,
-            timeout=timeout,
-            retry=retry,
-            deadline=deadline,
-            idempotent=True,
-        )
-        return parse_reply(Redemption, reply)
+        reply = await self._redemption(update, timeout, retry, headers, deadline)
+        return _redemption_result(reply)
 
     async def update_expiry(
         self,
@@ -89,10 +84,42 @@ class PointsResource:
         a whole raises. After a failure that leaves the outcome unknown (a
         timeout, a dropped connection, 502, 504) the request is repeated only
         if every item is FIXED_DATE or IMMEDIATE; otherwise
-        ``OutcomeUnknownError`` is raised.
+        ``OutcomeUnknownError`` is raised. ``timeout`` bounds each attempt,
+        ``deadline`` the whole call; ``headers`` are merged over the client's.
         """
+        reply = await self._expiry(updates, timeout, retry, headers, deadline)
+        return _expiry_result(reply)
+
+    async def _redemption(
+        self,
+        update: RedemptionUpdate | Mapping[str, Any],
+        timeout: Timeouts | float | _Unset | None,
+        retry: RetryPolicy | None,
+        headers: Mapping[str, str] | None,
+        deadline: float | _Unset | None,
+    ) -> Reply:
+        model = ensure(RedemptionUpdate, update)
+        return await self._client._request(
+            "PUT",
+            UPDATE_REDEMPTION_PATH,
+            json=to_wire(model),
+            headers=headers,
+            timeout=timeout,
+            retry=retry,
+            deadline=deadline,
+            idempotent=True,
+        )
+
+    async def _expiry(
+        self,
+        updates: Iterable[ExpiryUpdate | Mapping[str, Any]],
+        timeout: Timeouts | float | _Unset | None,
+        retry: RetryPolicy | None,
+        headers: Mapping[str, str] | None,
+        deadline: float | _Unset | None,
+    ) -> Reply:
         items = build_expiry_items(updates)
-        reply = await self._client._request(
+        return await self._client._request(
             "POST",
             UPDATE_EXPIRY_PATH,
             json={EXPIRY_LIST_FIELD: to_wire(items)},
@@ -106,7 +133,6 @@ class PointsResource:
                 "it holds FIXED_DAYS / FIXED_MONTHS items, which would be extended twice"
             ),
         )
-        return parse_reply(ExpiryUpdateResult, reply)
 
     def stream_update_expiry(
         self,
@@ -214,3 +240,48 @@ async def _drain(job: contextlib.AbstractAsyncContextManager[OutcomeStream]) -> 
         async for _ in outcomes:
             pass
     return outcomes.report
+
+
+def _redemption_result(reply: Reply) -> Redemption:
+    return parse_reply(Redemption, reply)
+
+
+def _expiry_result(reply: Reply) -> ExpiryUpdateResult:
+    return parse_reply(ExpiryUpdateResult, reply)
+
+
+class RawPoints:
+    """``client.points.with_raw_response``: the single calls, answering ``RawResponse``.
+
+    Bulk and stream calls make many requests; their outcomes carry each
+    request's id, and their report the counts.
+    """
+
+    def __init__(self, points: PointsResource) -> None:
+        self._points = points
+
+    async def update_redemption(
+        self,
+        update: RedemptionUpdate | Mapping[str, Any],
+        *,
+        timeout: Timeouts | float | _Unset | None = UNSET,
+        retry: RetryPolicy | None = None,
+        headers: Mapping[str, str] | None = None,
+        deadline: float | _Unset | None = UNSET,
+    ) -> RawResponse[Redemption]:
+        """``update_redemption``, answering the raw response; ``.parse()`` gives its result."""
+        reply = await self._points._redemption(update, timeout, retry, headers, deadline)
+        return RawResponse(reply, _redemption_result)
+
+    async def update_expiry(
+        self,
+        updates: Iterable[ExpiryUpdate | Mapping[str, Any]],
+        *,
+        timeout: Timeouts | float | _Unset | None = UNSET,
+        retry: RetryPolicy | None = None,
+        headers: Mapping[str, str] | None = None,
+        deadline: float | _Unset | None = UNSET,
+    ) -> RawResponse[ExpiryUpdateResult]:
+        """``update_expiry``, answering the raw response; ``.parse()`` gives its result."""
+        reply = await self._points._expiry(updates, timeout, retry, headers, deadline)
+        return RawResponse(reply, _expiry_result)

@@ -49,9 +49,10 @@ _REQUEST_ID_HEADERS = ("x-cap-request-id", "x-cap-requestid")
 class _Tries:
     """How far a call got: for the message, and the verdict, when its deadline runs out."""
 
-    __slots__ = ("applied_before", "attempts", "in_flight")
+    __slots__ = ("applied_before", "attempts", "in_flight", "started")
 
-    def __init__(self) -> None:
+    def __init__(self, started: float) -> None:
+        self.started = started
         self.attempts = 0
         self.in_flight = False  # the current attempt was written and has no answer yet
         self.applied_before = False
@@ -120,7 +121,7 @@ class Sender:
         )
         policy = retry if retry is not None else self.retry
         limit = self.deadline if isinstance(deadline, _Unset) else checked_deadline(deadline)
-        tries = _Tries()
+        tries = _Tries(time.perf_counter())
         if limit is None or not authenticate:  # (a token request is inside its call's deadline)
             return await self._retrying(
                 call, policy, idempotent, accept, authenticate, tries, why_not_idempotent
@@ -169,6 +170,8 @@ class Sender:
             )
             tries.in_flight = False
             if isinstance(outcome, Reply):
+                outcome.attempts = attempt
+                outcome.elapsed = time.perf_counter() - tries.started
                 return outcome
             error = outcome
             decision = decide(
@@ -271,6 +274,7 @@ class Sender:
             body,
             request_id=reply.request_id,
             retry_after=reply.headers.get("retry-after"),
+            headers=reply.headers,
             where=f"{call.method} {call.url.partition('?')[0]}",
         )
 

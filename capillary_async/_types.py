@@ -38,11 +38,17 @@ AcceptFn = Callable[[int, Any], bool]
 BeforeSend = Callable[[], Awaitable[None]]
 
 
-@attrs.frozen
+@attrs.define
 class Reply:
-    """A response after retries and auth: status, parsed body, request id."""
+    """A response after retries and auth: status, parsed body, request id.
+
+    ``attempts`` and ``elapsed`` (seconds, the whole call) are set once the
+    call is over.
+    """
 
     status: int
     body: Any
     request_id: str | None
     headers: Mapping[str, str] = attrs.field(repr=False)
+    attempts: int = 1
+    elapsed: float = 0.0
