@@ -15,10 +15,12 @@ from types import TracebackType
 from typing import Any
 
 import aiohttp
+import attrs
 
 from . import _secrets
 from ._auth import Auth
 from ._config import (
+    CHECK_TIMEOUTS,
     DEFAULT_MAX_RESPONSE_BYTES,
     DEFAULT_TIMEOUTS,
     Clock,
@@ -30,7 +32,7 @@ from ._config import (
     network_options,
     resolve_base_url,
 )
-from ._endpoints import EXPIRY_LIST_FIELD, UPDATE_EXPIRY_PATH
+from ._endpoints import EXPIRY_LIST_FIELD, UPDATE_EXPIRY_PATH, not_capillary, speaks_capillary
 from ._exceptions import (
     APIError,
 )
@@ -288,20 +290,22 @@ class CapillaryClient(Sender):
 
         For a web app's readiness probe, or before a bulk job. It sends
         updateExpiry with an empty list, which Capillary refuses (code 8931)
-        only once it has authenticated the caller: that refusal, or any other
+        only once it has authenticated the caller: that refusal, or another
         answer in Capillary's own words, passes. Otherwise it raises what the
         real calls would: ``AuthenticationError`` (a wrong password, key or
         token), ``PermissionDeniedError``, ``NotFoundError`` or ``APIError``
-        for a 404 or 405 without Capillary's codes (the base URL is wrong; the
-        message names it), a ``TransportError`` (nothing listens there), or a
-        ``ServerError`` once retries are spent.
+        for a 404 or 405 without Capillary's codes or an answer of another
+        shape (an HTML page: the base URL is wrong; the message names it), a
+        ``TransportError`` (nothing listens there), or a ``ServerError``. It
+        makes two attempts at most, each of 15 s unless ``timeout`` says.
         """
         try:
-            await self._request(
+            reply = await self._request(
                 "POST",
                 UPDATE_EXPIRY_PATH,
                 json={EXPIRY_LIST_FIELD: []},
-                timeout=timeout,
+                timeout=CHECK_TIMEOUTS if isinstance(timeout, _Unset) else timeout,
+                retry=attrs.evolve(self.retry, max_attempts=min(2, self.retry.max_attempts)),
                 deadline=deadline,
                 idempotent=True,  # an empty list applies nothing
             )
@@ -309,6 +313,8 @@ class CapillaryClient(Sender):
             if exc.codes and exc.status not in (401, 403, 498) and not wrong_endpoint(exc):
                 return  # refused in Capillary's words, after authentication
             raise
+        if not speaks_capillary(reply.body):
+            raise not_capillary(reply, f"POST {self.base_url}{UPDATE_EXPIRY_PATH}")
 
 
 def _checked_size(value: int | None) -> int | None:

@@ -190,6 +190,8 @@ class Timeouts:
 
 
 DEFAULT_TIMEOUTS = Timeouts()
+#: Each attempt of ``client.check()``: a probe must answer quickly, or say it cannot.
+CHECK_TIMEOUTS = Timeouts(connect=10.0, total=15.0)
 
 #: The largest response body read by default: far above any real answer (a
 #: 100-item updateExpiry answer is about 60 KB), far below what hurts a process.

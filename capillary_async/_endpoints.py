@@ -31,6 +31,8 @@ EXPIRY_LIST_FIELD = "expiryDateUpdateRequest"
 
 _R = TypeVar("_R")
 _ITEM_KEYS = (*SUCCESS_KEYS, "failures")
+#: What an answer of updateExpiry holds at its top level, in one documented form or another.
+_ENVELOPE_KEYS = (*_ITEM_KEYS, "entity", "errors", "warnings")
 
 
 def expiry_body_is_data(status: int, body: Any) -> bool:
@@ -72,6 +74,22 @@ def unexpected_shape(reply: Reply, exc: ValidationError) -> APIError:
         body=reply.body,
         request_id=reply.request_id,
         headers=reply.headers,
+    )
+
+
+def speaks_capillary(body: object) -> bool:
+    """Whether a 2xx answer to updateExpiry is one of the envelopes the docs describe."""
+    return isinstance(body, Mapping) and any(key in body for key in _ENVELOPE_KEYS)
+
+
+def not_capillary(reply: Reply, where: str) -> APIError:
+    """A 2xx answer of another shape (a portal's page, another service): a wrong URL."""
+    return APIError(
+        f"{where} answered {reply.status}, but not as Capillary's API does (not one of its "
+        "JSON envelopes): is the base URL right?",
+        status=reply.status,
+        body=None,
+        request_id=reply.request_id,
     )
 
 

@@ -207,6 +207,7 @@ class PointsResource:
         keep_failures: bool,
     ) -> contextlib.AbstractAsyncContextManager[OutcomeStream]:
         resolved = BulkOptions.build(options, kwargs)
+        bulk = keep_failures  # a bulk call keeps failures by default, a stream does not
         if resolved.keep_failures is not None:
             keep_failures = resolved.keep_failures
         client = self._client
@@ -220,6 +221,8 @@ class PointsResource:
             target=client.base_url,
             limiter=client.limiter,
             preflight=client.check if resolved.preflight and not resolved.dry_run else None,
+            # A bulk call's report covers its whole input; a stream's caller decides.
+            drain_on_stop=bulk,
         )
 
 

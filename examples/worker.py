@@ -5,7 +5,8 @@ message broker). The worker streams them through ``stream_update_expiry``,
 which sends a partial chunk once the queue has been quiet for ``flush_after``
 seconds. On SIGTERM or SIGINT it stops taking items, lets the requests in
 flight finish, and accounts for every item it took: each has exactly one
-outcome, and the ones never sent (``not_attempted``) go back on the queue for
+outcome, and the ones certainly not applied (``outcome.resendable``: never
+sent, or refused as a whole request, by a 401 say) go back on the queue for
 the next worker.
 
     python examples/worker.py                  # against a built-in emulator
@@ -57,8 +58,8 @@ async def work(client: CapillaryClient, queue: asyncio.Queue[Any], report_every:
         try:
             async for outcome in outcomes:
                 counts[outcome.status] += 1
-                if outcome.status is OutcomeStatus.NOT_ATTEMPTED:
-                    queue.put_nowait(outcome.item)  # never sent: the next worker takes it
+                if outcome.resendable:  # certainly not applied: the next worker takes it
+                    queue.put_nowait(outcome.item)
                     requeued += 1
                 elif not outcome.ok:
                     print(f"item {outcome.index}: {outcome.status}: {outcome.error_message}")

@@ -7,6 +7,7 @@ job that meets a 404 for its endpoint stops instead of running through the file.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 from pathlib import Path
@@ -21,6 +22,7 @@ from capillary_async import (
     CapillaryClient,
     ConnectError,
     OutcomeStatus,
+    ReadTimeoutError,
     RetryPolicy,
 )
 from capillary_async.testing import Emulator, write_jsonl
@@ -133,7 +135,7 @@ async def test_the_command_line_exits_2_before_anything_is_applied(
     assert code == 2, err
     assert "the target or the credentials do not work" in err
     assert expected in err
-    assert "nothing was sent" in err
+    assert "nothing was applied" in err
     assert "Traceback" not in err
     assert "not-the-password" not in out + err
     # The preflight alone (the emulator does not count a path it does not serve).
@@ -164,3 +166,84 @@ async def test_a_preflight_refusal_reaches_the_terminal_without_control_characte
     assert code == 2
     assert "the credentials do not work: denied\\x1b[2J" in err
     assert "\x1b" not in out + err
+
+
+# -- found by a hostile review ----------------------------------------------------------------
+
+
+async def portal(request: aiohttp.web.Request) -> aiohttp.web.Response:
+    """A wrong URL that answers everything: a portal's sign-in page, with 200."""
+    return aiohttp.web.Response(status=200, text="<html><body>Sign in</body></html>")
+
+
+async def test_check_refuses_an_answer_that_is_not_capillarys() -> None:
+    async with serving(portal) as url, client_for(url) as client:
+        with pytest.raises(APIError, match="not as Capillary's API does") as info:
+            await client.check()
+    assert info.value.status == 200
+    assert "/v2/points/updateExpiry" in str(info.value)
+
+
+async def test_a_job_whose_answers_cannot_be_read_stops_instead_of_running_through(
+    emu: Emulator,  # noqa: F811
+) -> None:
+    items = sample(emu, 500)
+    async with serving(portal) as url, client_for(url) as client:
+        report = await client.points.bulk_update_expiry(items, chunk_size=10, concurrency=1)
+    assert report.requests == 3  # not 50
+    assert "3 answers in a row could not be read" in (report.stop_reason or "")
+    assert report.unknown == 30  # sent, and nobody can tell what the server did
+    assert report.not_attempted == 470
+
+
+async def test_the_command_line_refuses_a_portal_before_applying_anything(
+    emu: Emulator,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    source = tmp_path / "in.jsonl"
+    write_jsonl(source, sample(emu, 50))
+    async with serving(portal) as url:
+        code, _, err = await run_cli(
+            "expiry", "apply", str(source), env=cli_env(emu, CAPILLARY_BASE_URL=url)
+        )
+    assert code == 2, err
+    assert "not as Capillary's API does" in err
+
+
+async def test_check_makes_two_attempts_at_most() -> None:
+    calls = []
+    release = asyncio.Event()
+
+    async def hang(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        calls.append(request)
+        await release.wait()
+        return aiohttp.web.Response(status=500)
+
+    retry = RetryPolicy(max_attempts=5, backoff_base=0.01, jitter=False)
+    async with serving(hang) as url:
+        client = CapillaryClient(url, auth=BasicAuth("demo", SECRET), retry=retry)
+        async with client:
+            with pytest.raises(ReadTimeoutError):
+                await client.check(timeout=0.1)
+        release.set()
+    assert len(calls) == 2
+
+
+async def test_a_dry_run_with_a_journal_from_the_command_line(
+    emu: Emulator,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    source, journal = tmp_path / "in.jsonl", tmp_path / "job.db"
+    write_jsonl(source, sample(emu, 20))
+    code, _, err = await run_cli(
+        "expiry", "apply", str(source), "--journal", str(journal), env=cli_env(emu)
+    )
+    assert code == 0, err
+    requests = emu.stats.requests
+    env = {k: v for k, v in cli_env(emu).items() if not k.startswith("CAPILLARY_PASSWORD")}
+    code, out, err = await run_cli(
+        "expiry", "apply", str(source), "--journal", str(journal), "--dry-run", env=env
+    )
+    assert code == 0, err
+    assert "20 rows" in out
+    assert emu.stats.requests == requests  # a dry run sends nothing, not even the preflight

@@ -81,3 +81,5 @@ class Chunk:
     last_error: CapillaryError | None = None
     #: An attempt failed in a way that may have applied it: a later refusal cannot undo that.
     maybe_applied: bool = False
+    #: Its items are marked in flight in the journal (until a failure proves them unsent).
+    marked: bool = False

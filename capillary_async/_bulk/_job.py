@@ -21,7 +21,7 @@ import functools
 import inspect
 import logging
 from collections import deque
-from collections.abc import AsyncIterable, Iterable, Sequence
+from collections.abc import AsyncIterable, Iterable, Sequence, Sized
 from typing import Any, Generic, Protocol, TypeVar
 
 import anyio
@@ -34,6 +34,7 @@ from .._exceptions import CapillaryError, excerpt
 from .._limiter import Limiter, LocalLimiter
 from .._retry import maybe_applied
 from ._chunker import Chunker
+from ._files import InputFile
 from ._flow import Chunk, Gate, Signal, send_fast
 from ._options import BulkOptions
 from ._outcomes import ItemOutcome, OutcomeStatus, Progress
@@ -68,7 +69,11 @@ class JobHooks(Protocol):
         ...
 
     async def on_send(self, entries: list[Entry]) -> None:
-        """Items about to be sent for the first time; raising keeps them home and stops the job."""
+        """Items about to be written (not marked yet); raising keeps them home, stops the job."""
+        ...
+
+    async def on_unsent(self, entries: list[Entry]) -> None:
+        """Items marked in flight whose attempt certainly was not applied: no longer in flight."""
         ...
 
     async def on_final(self, outcome: ItemOutcome) -> None:
@@ -90,6 +95,7 @@ class Job(Reading[ItemT], Recovery, Generic[ItemT, ResultT]):
         keep_failures: bool,
         hooks: JobHooks | None = None,
         limiter: Limiter | None = None,
+        drain_on_stop: bool = True,
     ) -> None:
         chunk_size = options.chunk_size
         if spec.max_chunk_size is not None:
@@ -136,6 +142,11 @@ class Job(Reading[ItemT], Recovery, Generic[ItemT, ResultT]):
         #: The pending read of an async input, if one is pending.
         self._reading: anyio.CancelScope | None = None
         self._patience = options.flush_after if options.flush_after is not None else 1.0
+        self._yielded = 0.0
+        #: The job's own stops read the rest of the input (a bulk call's report covers it).
+        self._drain_on_stop = drain_on_stop
+        #: Answers in a row that could not be read (reset by one that could).
+        self._unreadable = 0
 
     @property
     def chunk_size(self) -> int:
@@ -160,16 +171,22 @@ class Job(Reading[ItemT], Recovery, Generic[ItemT, ResultT]):
             self.report.peak_held = self._held.peak
         await self._report_progress()
 
-    def stop(self, reason: str, *, drain: bool = True) -> None:
+    def stop(self, reason: str, *, drain: bool | None = None) -> None:
         """Send nothing more: requests in flight finish, items not sent end ``not_attempted``.
 
-        Chunks waiting for a pace slot or a retry stay home. With ``drain=False``
+        Chunks waiting for a pace slot or a retry stay home. ``drain=None`` (the
+        job's own stops: a 401, ``fail_fast``, a spent budget) drains the input
+        of a bulk call (its report covers every item) and, for a stream, only an
+        input known to end (a sized collection, an ``InputFile``): a generator
+        or a queue may never end, and is left unread. With ``drain=False``
         the rest of the input is not read at all (a pending read of an async
         input is abandoned; a journal knows those items are still pending), so
         the report covers only what was read. Draining reads on until the
         input ends or makes the job wait ``flush_after`` seconds (1 s when it
         is None) for its next item.
         """
+        if drain is None:
+            drain = self._drain_on_stop or isinstance(self.items, (Sized, InputFile))
         if not drain:
             self._drain = False
             if self._reading is not None:
@@ -409,11 +426,12 @@ class Job(Reading[ItemT], Recovery, Generic[ItemT, ResultT]):
         if self._stopping:
             raise _KeptHomeError
         self._waiting.discard(waiting)
-        if self.hooks is not None and chunk.attempt == 0 and not chunk.split:
+        if self.hooks is not None and not chunk.marked:
             try:
                 await self.hooks.on_send(chunk.items)
             except Exception as exc:  # noqa: BLE001 - whatever it was, this chunk must not go
                 raise _NotRecordedError(_describe(exc)) from None
+            chunk.marked = True
             if self._stopping:  # stopped while it was being recorded: it stays home
                 raise _KeptHomeError
         report = self.report
@@ -431,9 +449,11 @@ class Job(Reading[ItemT], Recovery, Generic[ItemT, ResultT]):
         self.pacer.speed_up()
         try:
             merged = self.spec.merge(chunk.items, result)
+            self._unreadable = 0
         except Exception:  # noqa: BLE001 - any answer we cannot read must not end the job
             # The request was processed; how, nobody can tell from this answer.
             logger.warning("bulk job: request %s: the answer could not be matched", request_id)
+            self._unreadable_answer()
             self._note_anomaly(f"request {request_id}: the answer could not be matched to items")
             message = (
                 "the server answered, but its answer could not be read: "

@@ -212,6 +212,22 @@ class Journal:
 
         await self._run(write)
 
+    async def unmark(self, indexes: Sequence[int]) -> None:
+        """Rows marked in flight whose attempt certainly was not applied: ``not_attempted``."""
+        if not indexes:
+            return
+        batch = [(index,) for index in indexes]
+
+        def write() -> None:
+            with self._transaction():
+                self._db.executemany(
+                    "UPDATE items SET state = 'not_attempted' "
+                    "WHERE idx = ? AND state = 'in_flight'",
+                    batch,
+                )
+
+        await self._run(write)
+
     async def record(self, entries: Iterable[Entry]) -> None:
         """Outcomes; messages are bounded and made encodable, refs stored as JSON."""
         batch = [

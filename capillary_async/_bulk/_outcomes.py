@@ -91,6 +91,20 @@ class ItemOutcome:
         """Whether the item succeeded."""
         return self.status is OutcomeStatus.SUCCEEDED
 
+    @property
+    def resendable(self) -> bool:
+        """Whether the item was certainly not applied and may be sent again as it is.
+
+        True for ``not_attempted`` and for ``failed`` without a verdict on the
+        item (a request-wide refusal: a 401, retries spent on 429 / 503 / 521).
+        A queue-fed worker requeues exactly these; ``unknown`` ones may have
+        been applied, and settled ones were decided.
+        """
+        status = self.status
+        return status is OutcomeStatus.NOT_ATTEMPTED or (
+            status is OutcomeStatus.FAILED and not self.settled
+        )
+
 
 @attrs.frozen(kw_only=True)
 class Progress:

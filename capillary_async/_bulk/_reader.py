@@ -7,6 +7,7 @@ an async input (a queue that waits) is abandoned rather than waited on.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -29,6 +30,8 @@ __all__ = ["Reading"]
 
 ItemT = TypeVar("ItemT")
 INVALID, NOT_ATTEMPTED = OutcomeStatus.INVALID, OutcomeStatus.NOT_ATTEMPTED
+#: Longest the reader holds the event loop without a checkpoint (a slow synchronous input).
+_FAIR = 0.005
 
 
 class Reading(Generic[ItemT]):
@@ -51,6 +54,8 @@ class Reading(Generic[ItemT]):
     _reading: anyio.CancelScope | None
     #: How long a draining stop waits for the input's next item.
     _patience: float
+    #: When the reader last let the event loop run.
+    _yielded: float
 
     if TYPE_CHECKING:
 
@@ -76,6 +81,8 @@ class Reading(Generic[ItemT]):
 
     async def _reader(self) -> None:
         items = self.items
+        # Until the input says it has ended: a stop, an abort or an error leave it unread.
+        self.report.input_complete = False
         try:
             if isinstance(items, AsyncIterable):
                 await self._read_async(aiter(items))
@@ -88,10 +95,9 @@ class Reading(Generic[ItemT]):
                         try:
                             raw = next(sync_iterator)
                         except StopIteration:
+                            self.report.input_complete = True
                             break
                         await self._take(raw)
-                    else:
-                        self.report.input_complete = False
                 finally:
                     close_sync = getattr(sync_iterator, "close", None)
                     if close_sync is not None:
@@ -117,14 +123,17 @@ class Reading(Generic[ItemT]):
                     try:
                         raw = await anext(iterator)
                     except StopAsyncIteration:
+                        self.report.input_complete = True
                         return
+                    except Exception:
+                        if self._stopping:  # the abandoned read failed: the input ends here
+                            return
+                        raise
                     finally:
                         self._reading = None
                 if scope.cancelled_caught:
-                    self.report.input_complete = False
                     return
                 await self._take(raw)
-            self.report.input_complete = False
         finally:
             close = getattr(iterator, "aclose", None)
             if close is not None:
@@ -136,8 +145,11 @@ class Reading(Generic[ItemT]):
         await self._held.take()
         index = self._read
         self._read += 1
-        if index % 256 == 255:
-            await anyio.lowlevel.checkpoint()  # stay fair to the workers on a fast input
+        # Stay fair to the workers on a fast input, and let a stop in on a slow one.
+        now = time.perf_counter()
+        if index % 256 == 255 or now - self._yielded > _FAIR:
+            self._yielded = now
+            await anyio.lowlevel.checkpoint()
         if isinstance(raw, InputRow):
             self._lines[index] = raw.line
         if self.hooks is not None:

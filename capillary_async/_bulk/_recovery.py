@@ -15,7 +15,7 @@ import anyio
 import anyio.abc
 
 from .._config import Clock, RetryPolicy
-from .._exceptions import CapillaryError
+from .._exceptions import APIError, CapillaryError
 from .._limiter import Limiter
 from .._retry import Action, Decision, decide, wrong_endpoint
 from ._chunker import Chunker
@@ -25,11 +25,16 @@ from ._outcomes import ItemOutcome, OutcomeStatus
 from ._pacing import Budget, Pacer
 from ._specs import BulkSpec
 
+if TYPE_CHECKING:
+    from ._job import JobHooks
+
 __all__ = ["Recovery"]
 
 logger = logging.getLogger("capillary_async")
 
 FAILED, UNKNOWN = OutcomeStatus.FAILED, OutcomeStatus.UNKNOWN
+#: Answers in a row that cannot be read before a job stops: its URL is most likely wrong.
+UNREADABLE_IN_A_ROW = 3
 _NOT_REPEATED = (
     "{}; the request may have been applied and was not repeated because repeating "
     "FIXED_DAYS / FIXED_MONTHS is not safe"
@@ -39,6 +44,8 @@ _NOT_REPEATED = (
 class Recovery:
     """Retries off the worker path, bisection of refused chunks, giving up, stopping."""
 
+    hooks: JobHooks | None
+    _unreadable: int
     spec: BulkSpec[Any, Any]
     options: BulkOptions
     clock: Clock
@@ -58,7 +65,7 @@ class Recovery:
         @property
         def chunk_size(self) -> int: ...
 
-        def stop(self, reason: str, *, drain: bool = True) -> None: ...
+        def stop(self, reason: str, *, drain: bool | None = None) -> None: ...
 
         def _ended(
             self,
@@ -88,8 +95,19 @@ class Recovery:
             splittable=len(chunk.items) > 1,
         )
 
+    def _unreadable_answer(self) -> None:
+        """One more answer that could not be read; a run of them is a wrong URL, not bad luck."""
+        self._unreadable += 1
+        if self._unreadable >= UNREADABLE_IN_A_ROW:
+            self.stop(
+                f"{UNREADABLE_IN_A_ROW} answers in a row could not be read as Capillary's "
+                "(another shape, an HTML page): is the base URL right? Nothing more is sent"
+            )
+
     async def _on_error(self, chunk: Chunk, error: CapillaryError) -> None:
         chunk.last_error = error
+        if isinstance(error, APIError) and 200 <= error.status < 300 and not error.codes:
+            self._unreadable_answer()
         idempotent = self.spec.idempotent
         unsafe = [e for e in chunk.items if not idempotent(e[1])]
         if unsafe and self._decide(chunk, error, idempotent=False).not_repeated:
@@ -104,6 +122,12 @@ class Recovery:
                 return
         decision = self._decide(chunk, error, idempotent=True)
         chunk.maybe_applied = decision.maybe_applied
+        waits = decision.action in (Action.RETRY, Action.SPLIT)
+        if chunk.marked and waits and not decision.maybe_applied and self.hooks is not None:
+            # Certainly not applied (a 429, a 503, a refusal of the whole chunk):
+            # while it waits, a journal must not count it as in flight.
+            await self.hooks.on_unsent(chunk.items)
+            chunk.marked = False
         if decision.pause:  # a 429, or a 503 that says how long: every request waits
             await self.limiter.throttled(decision.delay, slow_down=decision.slow_down)
         if decision.slow_down:
@@ -161,7 +185,13 @@ class Recovery:
         for half in (chunk.items[middle:], chunk.items[:middle]):
             # Each half was sent once already, as part of this chunk.
             self._ready.appendleft(
-                Chunk(half, split=True, maybe_applied=chunk.maybe_applied, last_error=error)
+                Chunk(
+                    half,
+                    split=True,
+                    maybe_applied=chunk.maybe_applied,
+                    last_error=error,
+                    marked=chunk.marked,
+                )
             )
         self._unfinished += 1  # one chunk became two
         self._work.set()

@@ -255,6 +255,24 @@ class Resumer:
         # The engine sends at once, with no wait between: from here they may reach the server.
         self._handed.update(index for index, *_ in rows)
 
+    async def on_unsent(self, entries: list[tuple[int, Any]]) -> None:
+        """Rows marked in flight whose attempt was certainly not applied (a 429, a 503).
+
+        Recorded ``not_attempted`` while they wait for their retry: killed then,
+        a resume sends them as never sent, not as ``unknown``. A row an earlier
+        run may have applied keeps its mark.
+        """
+        if self.journal is None or self.problem is not None:
+            return
+        rows = [index for index, _ in entries if index not in self._maybe_applied_before]
+        for index in rows:
+            self._marked.pop(index, None)
+            self._handed.discard(index)
+        try:
+            await self.journal.unmark(rows)
+        except JournalIOError as exc:
+            self._failed(exc)
+
     # -- recording ----------------------------------------------------------------------------
 
     async def on_final(self, outcome: ItemOutcome) -> None:

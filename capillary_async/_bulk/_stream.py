@@ -118,6 +118,7 @@ async def open_job(
     target: str,
     limiter: Limiter | None = None,
     preflight: Callable[[], Awaitable[None]] | None = None,
+    drain_on_stop: bool = False,
 ) -> AsyncIterator[OutcomeStream]:
     """Run a job in a task group for as long as the caller's ``async with`` block.
 
@@ -142,6 +143,7 @@ async def open_job(
             keep_failures=keep_failures,
             limiter=limiter,
             hooks=resumer,
+            drain_on_stop=drain_on_stop,
         )
         send, receive = anyio.create_memory_object_stream[ItemOutcome](job.chunk_size)
         try:

@@ -180,8 +180,9 @@ async def _dispatch(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         shard=args.shard,
         preflight=args.preflight,
     )
-    if options.dry_run:
-        return await apply(options, base_url=None, auth=None)
+    if options.dry_run:  # nothing is sent: a journal needs only the target it was made for
+        target = target_from(args.base_url, args.cluster, env) if options.journal else None
+        return await apply(options, base_url=target, auth=None)
     base_url = target_from(args.base_url, args.cluster, env)
     auth = credentials_from_env(env)
     return await apply(options, base_url=base_url, auth=auth)

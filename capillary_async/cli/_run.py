@@ -104,7 +104,7 @@ async def apply(
             except InputError as exc:
                 raise UsageError(str(exc)) from None
         if options.dry_run:
-            if options.journal and (base_url is None or auth is None):
+            if options.journal and base_url is None:
                 raise UsageError("--dry-run with --journal needs the target the journal is for")
             base_url = base_url or _NOWHERE
             auth = auth or BearerToken("dry-run-never-sent")
@@ -206,8 +206,8 @@ class _Run:
                         raise
                     # The preflight: a wrong URL, password or key, with nothing applied.
                     raise UsageError(
-                        f"the target or the credentials do not work: {exc}; nothing was sent "
-                        "(--no-preflight skips this check)"
+                        f"the target or the credentials do not work: {exc}; nothing was "
+                        "applied (the check itself changes nothing; --no-preflight skips it)"
                     ) from None
         except (JournalError, InputError) as exc:  # found before anything was sent
             raise UsageError(str(exc)) from None
@@ -384,7 +384,7 @@ def _print_summary(report: BulkReport, options: ApplyOptions, out: IO[str]) -> N
             "(the run stopped before it read them)",
             file=out,
         )
-    if not report.input_complete and options.journal:
+    if options.journal and (report.stop_reason or not report.input_complete):
         command = [f"capillary-async {options.kind} apply", shlex.quote(options.input)]
         if options.shard is not None:
             command.append(f"--shard {options.shard[0]}/{options.shard[1]}")
