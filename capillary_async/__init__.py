@@ -57,6 +57,7 @@ from ._exceptions import (
     excerpt,
 )
 from ._limiter import Limiter, LocalLimiter
+from ._logs import setup_from_env as _setup_logging_from_env
 from ._models import (
     CustomField,
     Entity,
@@ -73,6 +74,7 @@ from ._models import (
 )
 from ._raw import RawResponse
 from ._resources import PointsResource
+from ._retry import RetryEvent
 from ._transport import AiohttpTransport, AsyncTransport, MockTransport, Request, Response
 from ._types import UNSET
 from ._version import __version__
@@ -141,6 +143,7 @@ __all__ = [
     "Response",
     "ResponseTooLargeError",
     "RetryBudget",
+    "RetryEvent",
     "RetryPolicy",
     "ServerError",
     "StandardMeta",
@@ -155,3 +158,5 @@ __all__ = [
     "resolve_base_url",
     "to_wire",
 ]
+
+_setup_logging_from_env()  # CAPILLARY_LOG=debug|info|warning: a readable handler on stderr

@@ -39,7 +39,7 @@ from ._exceptions import (
 from ._limiter import Limiter, LocalLimiter
 from ._raw import RawResponse
 from ._resources import PointsResource
-from ._retry import wrong_endpoint
+from ._retry import OnRetry
 from ._send import Sender, Shared, logger
 from ._transport import AiohttpTransport, AsyncTransport
 from ._types import UNSET, Reply, _Unset
@@ -98,6 +98,7 @@ class CapillaryClient(Sender):
         rate_limit: float | None = None,
         limiter: Limiter | None = None,
         deadline: float | None = None,
+        on_retry: OnRetry | None = None,
     ) -> None:
         if not callable(getattr(auth, "create_flow", None)):
             raise TypeError("auth: expected BasicAuth, OAuthCredentials or BearerToken")
@@ -116,6 +117,8 @@ class CapillaryClient(Sender):
         self.timeout = Timeouts.coerce(timeout)
         #: Seconds for a whole single call (retries, backoff, pace waits); None: no bound.
         self.deadline = checked_deadline(deadline)
+        #: Told of every retry before its wait (a ``RetryEvent``): to count them, say.
+        self.on_retry = _checked_hook(on_retry)
         self.max_response_bytes = _checked_size(max_response_bytes)
         self.clock: Clock = clock if clock is not None else SystemClock()
         if limiter is not None and rate_limit is not None:
@@ -157,6 +160,7 @@ class CapillaryClient(Sender):
         headers: Mapping[str, str] | None = None,
         max_response_bytes: int | _Unset | None = UNSET,
         deadline: float | _Unset | None = UNSET,
+        on_retry: OnRetry | _Unset | None = UNSET,
     ) -> CapillaryClient:
         """This client with other defaults, sharing its pool, its tokens and its limiter.
 
@@ -179,6 +183,8 @@ class CapillaryClient(Sender):
             derived.max_response_bytes = _checked_size(max_response_bytes)
         if not isinstance(deadline, _Unset):
             derived.deadline = checked_deadline(deadline)
+        if not isinstance(on_retry, _Unset):
+            derived.on_retry = _checked_hook(on_retry)
         derived.points = PointsResource(derived)
         return derived
 
@@ -310,11 +316,21 @@ class CapillaryClient(Sender):
                 idempotent=True,  # an empty list applies nothing
             )
         except APIError as exc:
-            if exc.codes and exc.status not in (401, 403, 498) and not wrong_endpoint(exc):
+            if exc.codes and exc.status < 500 and exc.status not in _NOT_READY:
                 return  # refused in Capillary's words, after authentication
             raise
         if not speaks_capillary(reply.body):
             raise not_capillary(reply, f"POST {self.base_url}{UPDATE_EXPIRY_PATH}")
+
+
+#: Answers in Capillary's words that still say the target or credentials will not do.
+_NOT_READY = frozenset({401, 403, 407, 498})
+
+
+def _checked_hook(hook: OnRetry | None) -> OnRetry | None:
+    if hook is not None and not callable(hook):
+        raise TypeError("on_retry: expected a function (or coroutine function), or None")
+    return hook
 
 
 def _checked_size(value: int | None) -> int | None:

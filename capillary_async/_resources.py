@@ -223,6 +223,7 @@ class PointsResource:
             preflight=client.check if resolved.preflight and not resolved.dry_run else None,
             # A bulk call's report covers its whole input; a stream's caller decides.
             drain_on_stop=bulk,
+            on_retry=client.on_retry,
         )
 
 

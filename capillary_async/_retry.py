@@ -9,6 +9,8 @@ one chunk, adding what only a job has (a retry budget, a shared pace).
 from __future__ import annotations
 
 import enum
+import inspect
+from collections.abc import Callable
 
 import attrs
 
@@ -23,8 +25,53 @@ from ._exceptions import (
     is_ambiguous,
     is_retryable,
 )
+from ._logs import get_logger
 
-__all__ = ["Action", "Decision", "decide", "maybe_applied", "wrong_endpoint"]
+__all__ = [
+    "Action",
+    "Decision",
+    "OnRetry",
+    "RetryEvent",
+    "decide",
+    "maybe_applied",
+    "notify",
+    "wrong_endpoint",
+]
+
+logger = get_logger("client")
+
+
+@attrs.frozen(kw_only=True)
+class RetryEvent:
+    """What ``on_retry`` is told, before the wait of each retry (a call's or a bulk chunk's)."""
+
+    method: str
+    path: str
+    #: The attempt that failed (1-based); the next one is ``attempt + 1``.
+    attempt: int
+    #: Seconds until the next attempt.
+    delay: float
+    #: Why: the error the attempt failed with (a 503, a timeout...).
+    error: CapillaryError
+    request_id: str | None
+    #: The retry is of a bulk job's chunk (of ``items`` items), not of a single call.
+    items: int | None = None
+
+
+#: ``on_retry``: a function or coroutine function taking a ``RetryEvent``.
+OnRetry = Callable[[RetryEvent], object]
+
+
+async def notify(on_retry: OnRetry | None, event: RetryEvent) -> None:
+    """Tell ``on_retry`` of a retry; a hook that fails is logged, never the call's failure."""
+    if on_retry is None:
+        return
+    try:
+        result = on_retry(event)
+        if inspect.isawaitable(result):
+            await result
+    except Exception as exc:  # noqa: BLE001 - a counter's bug must not fail a payment
+        logger.warning("on_retry raised %s; the retry goes ahead", type(exc).__name__)
 
 
 class Action(enum.Enum):

@@ -33,15 +33,15 @@ from ._exceptions import (
     is_ambiguous,
 )
 from ._limiter import Limiter
-from ._retry import Action, decide
+from ._logs import get_logger
+from ._retry import Action, OnRetry, RetryEvent, decide, notify
 from ._transport import AsyncTransport, Request
 from ._types import UNSET, AcceptFn, BeforeSend, Reply, _Unset
 from ._wire import checked_headers, decode, encode, has_errors, text
 
 __all__ = ["Sender", "Shared", "logger"]
 
-logger = logging.getLogger("capillary_async")
-logger.addHandler(logging.NullHandler())
+logger = get_logger("client")
 
 _REQUEST_ID_HEADERS = ("x-cap-request-id", "x-cap-requestid")
 
@@ -84,6 +84,7 @@ class Sender:
     limiter: Limiter
     max_response_bytes: int | None
     deadline: float | None
+    on_retry: OnRetry | None
     _transport: AsyncTransport
     _headers: dict[str, str]
     _shared: Shared
@@ -190,6 +191,25 @@ class Sender:
                 decision.delay,
                 attempt + 1,
                 policy.max_attempts,
+                extra={
+                    "method": method,
+                    "path": path,
+                    "attempt": attempt,
+                    "retry_in": decision.delay,
+                    "error_type": type(error).__name__,
+                    "request_id": error.request_id,
+                },
+            )
+            await notify(
+                self.on_retry,
+                RetryEvent(
+                    method=method,
+                    path=path,
+                    attempt=attempt,
+                    delay=decision.delay,
+                    error=error,
+                    request_id=error.request_id,
+                ),
             )
             await self.clock.sleep(decision.delay)
         if decision.not_repeated:
@@ -348,13 +368,21 @@ class Sender:
         try:
             response = await self._transport.send(request)
         except TransportError as exc:
+            elapsed_ms = (time.perf_counter() - started) * 1000
             logger.info(
                 "%s %s -> %s in %.1f ms (attempt %d)",
                 call.method,
                 call.path,
                 type(exc).__name__,
-                (time.perf_counter() - started) * 1000,
+                elapsed_ms,
                 attempt,
+                extra={
+                    "method": call.method,
+                    "path": call.path,
+                    "error_type": type(exc).__name__,
+                    "elapsed_ms": elapsed_ms,
+                    "attempt": attempt,
+                },
             )
             raise
         elapsed_ms = (time.perf_counter() - started) * 1000
@@ -374,6 +402,14 @@ class Sender:
             elapsed_ms,
             attempt,
             request_id,
+            extra={
+                "method": call.method,
+                "path": call.path,
+                "status": response.status,
+                "elapsed_ms": elapsed_ms,
+                "attempt": attempt,
+                "request_id": request_id,
+            },
         )
         if debug:
             logger.debug("%s %s response body: %s", call.method, call.path, text(content))

@@ -96,8 +96,9 @@ async def test_the_deadline_comes_from_the_client_with_options_or_the_call() -> 
             await derived.points.update_expiry([item(1)])
         with pytest.raises(DeadlineExceededError):
             await derived.with_options(retry=FAST_RETRIES).request("GET", "/v2/x", deadline=0.1)
+    async with client(hang, deadline=0.1) as capillary:
         with pytest.raises(DeadlineExceededError):
-            await capillary.check()
+            await capillary.check()  # the client's deadline bounds the probe too
     for bad in (0, -1, float("inf"), float("nan"), True, "5"):
         with pytest.raises(ValueError, match="deadline: must be a positive number"):
             client(unavailable, deadline=bad)

@@ -24,8 +24,9 @@ from capillary_async import (
     OutcomeStatus,
     ReadTimeoutError,
     RetryPolicy,
+    ServerError,
 )
-from capillary_async.testing import Emulator, write_jsonl
+from capillary_async.testing import Emulator, Faults, write_jsonl
 
 from .test_cli import SECRET, cli_env, emu, run_cli, sample  # noqa: F401 - emu: a fixture
 from .test_cli_hostile import ESCAPE, in_process, serving
@@ -247,3 +248,16 @@ async def test_a_dry_run_with_a_journal_from_the_command_line(
     assert code == 0, err
     assert "20 rows" in out
     assert emu.stats.requests == requests  # a dry run sends nothing, not even the preflight
+
+
+async def test_check_fails_while_the_service_is_unavailable(
+    emu: Emulator,  # noqa: F811
+) -> None:
+    """A 503 carries Capillary's code 4001, but says the service is not ready."""
+    emu.faults = Faults(rate_503=1.0)
+    retry = RetryPolicy(max_attempts=2, backoff_base=0.001, jitter=False)
+    client = CapillaryClient(emu.base_url, auth=BasicAuth("demo", SECRET), retry=retry)
+    async with client:
+        with pytest.raises(ServerError) as info:
+            await client.check()
+    assert info.value.status == 503

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import logging
 from collections import deque
 from collections.abc import AsyncIterable, Iterable, Sequence, Sized
 from typing import Any, Generic, Protocol, TypeVar
@@ -32,7 +31,8 @@ from anyio.streams.memory import MemoryObjectSendStream
 from .._config import Clock, RetryPolicy
 from .._exceptions import CapillaryError, excerpt
 from .._limiter import Limiter, LocalLimiter
-from .._retry import maybe_applied
+from .._logs import get_logger
+from .._retry import OnRetry, maybe_applied
 from ._chunker import Chunker
 from ._files import InputFile
 from ._flow import Chunk, Gate, Signal, send_fast
@@ -46,7 +46,7 @@ from ._specs import BulkSpec
 
 __all__ = ["Job", "JobHooks"]
 
-logger = logging.getLogger("capillary_async")
+logger = get_logger("bulk")
 
 ItemT = TypeVar("ItemT")
 ResultT = TypeVar("ResultT")
@@ -96,6 +96,7 @@ class Job(Reading[ItemT], Recovery, Generic[ItemT, ResultT]):
         hooks: JobHooks | None = None,
         limiter: Limiter | None = None,
         drain_on_stop: bool = True,
+        on_retry: OnRetry | None = None,
     ) -> None:
         chunk_size = options.chunk_size
         if spec.max_chunk_size is not None:
@@ -145,6 +146,8 @@ class Job(Reading[ItemT], Recovery, Generic[ItemT, ResultT]):
         self._yielded = 0.0
         #: The job's own stops read the rest of the input (a bulk call's report covers it).
         self._drain_on_stop = drain_on_stop
+        #: The client's ``on_retry``, told of each chunk's retry too.
+        self.on_retry = on_retry
         #: Answers in a row that could not be read (reset by one that could).
         self._unreadable = 0
 

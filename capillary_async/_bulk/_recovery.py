@@ -6,7 +6,6 @@ so the happy path reads on its own.
 
 from __future__ import annotations
 
-import logging
 from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -17,7 +16,8 @@ import anyio.abc
 from .._config import Clock, RetryPolicy
 from .._exceptions import APIError, CapillaryError
 from .._limiter import Limiter
-from .._retry import Action, Decision, decide, wrong_endpoint
+from .._logs import get_logger
+from .._retry import Action, Decision, OnRetry, RetryEvent, decide, notify, wrong_endpoint
 from ._chunker import Chunker
 from ._flow import Chunk, Signal
 from ._options import BulkOptions
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Recovery"]
 
-logger = logging.getLogger("capillary_async")
+logger = get_logger("bulk")
 
 FAILED, UNKNOWN = OutcomeStatus.FAILED, OutcomeStatus.UNKNOWN
 #: Answers in a row that cannot be read before a job stops: its URL is most likely wrong.
@@ -45,6 +45,7 @@ class Recovery:
     """Retries off the worker path, bisection of refused chunks, giving up, stopping."""
 
     hooks: JobHooks | None
+    on_retry: OnRetry | None
     _unreadable: int
     spec: BulkSpec[Any, Any]
     options: BulkOptions
@@ -150,6 +151,16 @@ class Recovery:
                 return
             if self._task_group is None:
                 raise RuntimeError("the job is not running")
+            event = RetryEvent(
+                method=self.spec.method,
+                path=self.spec.path,
+                attempt=chunk.attempt,
+                delay=decision.delay,
+                error=error,
+                request_id=error.request_id,
+                items=len(chunk.items),
+            )
+            await notify(self.on_retry, event)
             self._task_group.start_soon(self._park, chunk, decision.delay)
         else:
             await self._give_up(chunk, error, decision)

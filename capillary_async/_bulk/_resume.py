@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import logging
 from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,6 +22,7 @@ import anyio
 import anyio.to_thread
 
 from .._exceptions import JournalError, JournalIOError, ValidationError
+from .._logs import get_logger
 from ._files import InputFile, InputRow
 from ._flow import Signal
 from ._journal import Entry, Journal, Journalled, Resume, fingerprint, resume, stored_ref
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 __all__ = ["Resumer"]
 
-logger = logging.getLogger("capillary_async")
+logger = get_logger("journal")
 
 ABORTED_IN_FLIGHT = (
     "sent, but the run was aborted before the answer came: it may have been applied "

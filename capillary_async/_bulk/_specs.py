@@ -43,6 +43,9 @@ class BulkSpec(Protocol[ItemT, ResultT]):
     kind: str
     #: The largest chunk the endpoint takes (1 for one-item endpoints), or None.
     max_chunk_size: int | None
+    #: Its HTTP method and path, as events and spans name it.
+    method: str
+    path: str
 
     def prepare(self, raw: object) -> ItemT:
         """A model from an input item; raises ``ValidationError``."""
@@ -147,6 +150,7 @@ class ExpirySpec:
     """updateExpiry in bulk: chunks of many items, matched back by points-awarded ref."""
 
     kind = "expiry"
+    method, path = "POST", UPDATE_EXPIRY_PATH
     max_chunk_size: int | None = None
 
     def __init__(
@@ -292,6 +296,7 @@ class RedemptionSpec:
     """updateRedemption in bulk: the API takes one redemption per request."""
 
     kind = "redemption"
+    method, path = "PUT", UPDATE_REDEMPTION_PATH
     max_chunk_size: int | None = 1
 
     def __init__(

@@ -13,6 +13,7 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from .._config import Clock, RetryPolicy
 from .._exceptions import JournalMismatchError
 from .._limiter import Limiter
+from .._retry import OnRetry
 from ._job import Job
 from ._options import BulkOptions
 from ._outcomes import ItemOutcome, Progress
@@ -119,6 +120,7 @@ async def open_job(
     limiter: Limiter | None = None,
     preflight: Callable[[], Awaitable[None]] | None = None,
     drain_on_stop: bool = False,
+    on_retry: OnRetry | None = None,
 ) -> AsyncIterator[OutcomeStream]:
     """Run a job in a task group for as long as the caller's ``async with`` block.
 
@@ -144,6 +146,7 @@ async def open_job(
             limiter=limiter,
             hooks=resumer,
             drain_on_stop=drain_on_stop,
+            on_retry=on_retry,
         )
         send, receive = anyio.create_memory_object_stream[ItemOutcome](job.chunk_size)
         try:
