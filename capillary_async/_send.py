@@ -18,7 +18,7 @@ from urllib.parse import urlencode
 import anyio
 import attrs
 
-from . import _secrets
+from . import _otel, _secrets
 from ._auth import Auth, AuthFlow
 from ._config import Clock, RetryPolicy, Timeouts, checked_deadline
 from ._exceptions import (
@@ -200,6 +200,7 @@ class Sender:
                     "request_id": error.request_id,
                 },
             )
+            _otel.retry_reason.set(_reason(error))
             await notify(
                 self.on_retry,
                 RetryEvent(
@@ -365,35 +366,23 @@ class Sender:
         if debug and call.content is not None:
             logger.debug("%s %s request body: %s", call.method, call.path, text(call.content))
         started = time.perf_counter()
-        try:
-            response = await self._transport.send(request)
-        except TransportError as exc:
-            elapsed_ms = (time.perf_counter() - started) * 1000
-            logger.info(
-                "%s %s -> %s in %.1f ms (attempt %d)",
-                call.method,
-                call.path,
-                type(exc).__name__,
-                elapsed_ms,
-                attempt,
-                extra={
-                    "method": call.method,
-                    "path": call.path,
-                    "error_type": type(exc).__name__,
-                    "elapsed_ms": elapsed_ms,
-                    "attempt": attempt,
-                },
-            )
-            raise
+        with _otel.attempt_span(call.method, call.path, call.url, attempt) as span:
+            try:
+                response = await self._transport.send(request)
+            except TransportError as exc:
+                _otel.finish_attempt(span, error=type(exc).__name__)
+                _log_failure(call, exc, started, attempt)
+                raise
+            request_id = next((v for v in map(response.header, _REQUEST_ID_HEADERS) if v), None)
+            if request_id is not None:
+                request_id = excerpt(request_id, 128)
+            _otel.finish_attempt(span, status=response.status, request_id=request_id)
         elapsed_ms = (time.perf_counter() - started) * 1000
         # A hostile or broken server may echo the credentials back: they leave
         # here, before the body or a header value becomes any text of ours.
         # (Not a token answer: a token issued again would be garbled; the flow
         # quotes nothing of it but through ``excerpt``, which redacts.)
         content = response.content if call.sensitive else _secrets.redact_bytes(response.content)
-        request_id = next((v for v in map(response.header, _REQUEST_ID_HEADERS) if v), None)
-        if request_id is not None:
-            request_id = excerpt(request_id, 128)
         logger.info(
             "%s %s -> %d in %.1f ms (attempt %d, request id %s)",
             call.method,
@@ -422,6 +411,31 @@ class Sender:
             request_id=request_id,
             headers=response.headers,
         )
+
+
+def _reason(error: CapillaryError) -> str:
+    """An error as a span names it: the HTTP status, or the kind of failure."""
+    status = getattr(error, "status", None)
+    return str(status) if isinstance(status, int) else type(error).__name__
+
+
+def _log_failure(call: _Call, exc: TransportError, started: float, attempt: int) -> None:
+    elapsed_ms = (time.perf_counter() - started) * 1000
+    logger.info(
+        "%s %s -> %s in %.1f ms (attempt %d)",
+        call.method,
+        call.path,
+        type(exc).__name__,
+        elapsed_ms,
+        attempt,
+        extra={
+            "method": call.method,
+            "path": call.path,
+            "error_type": type(exc).__name__,
+            "elapsed_ms": elapsed_ms,
+            "attempt": attempt,
+        },
+    )
 
 
 @attrs.frozen(kw_only=True)

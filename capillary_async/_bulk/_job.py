@@ -28,6 +28,7 @@ import anyio.abc
 import attrs
 from anyio.streams.memory import MemoryObjectSendStream
 
+from .. import _otel
 from .._config import Clock, RetryPolicy
 from .._exceptions import CapillaryError, excerpt
 from .._limiter import Limiter, LocalLimiter
@@ -148,6 +149,8 @@ class Job(Reading[ItemT], Recovery, Generic[ItemT, ResultT]):
         self._drain_on_stop = drain_on_stop
         #: The client's ``on_retry``, told of each chunk's retry too.
         self.on_retry = on_retry
+        #: The job's span, when tracing is on (stops, pauses and retries are its events).
+        self.span: Any = None
         #: Answers in a row that could not be read (reset by one that could).
         self._unreadable = 0
 
@@ -199,7 +202,8 @@ class Job(Reading[ItemT], Recovery, Generic[ItemT, ResultT]):
         if not self._stopping:
             self._stopping = True
             self.report.stop_reason = reason
-            logger.warning("bulk job stopping: %s", reason)
+            logger.warning("bulk job stopping: %s", reason, extra={"stop_reason": reason})
+            _otel.job_event(self.span, "stop", reason=reason)
             for scope in (*self._parked, *self._waiting):  # waiting chunks settle now
                 scope.cancel()
             self._changed.set()

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.abc
 
+from .. import _otel
 from .._config import Clock, RetryPolicy
 from .._exceptions import APIError, CapillaryError
 from .._limiter import Limiter
@@ -46,6 +47,7 @@ class Recovery:
 
     hooks: JobHooks | None
     on_retry: OnRetry | None
+    span: Any
     _unreadable: int
     spec: BulkSpec[Any, Any]
     options: BulkOptions
@@ -130,6 +132,9 @@ class Recovery:
             await self.hooks.on_unsent(chunk.items)
             chunk.marked = False
         if decision.pause:  # a 429, or a 503 that says how long: every request waits
+            _otel.job_event(
+                self.span, "pause", seconds=decision.delay, slow_down=decision.slow_down
+            )
             await self.limiter.throttled(decision.delay, slow_down=decision.slow_down)
         if decision.slow_down:
             self.pacer.slow_down()
@@ -161,6 +166,13 @@ class Recovery:
                 items=len(chunk.items),
             )
             await notify(self.on_retry, event)
+            _otel.job_event(
+                self.span,
+                "retry",
+                items=len(chunk.items),
+                delay=decision.delay,
+                reason=type(error).__name__,
+            )
             self._task_group.start_soon(self._park, chunk, decision.delay)
         else:
             await self._give_up(chunk, error, decision)

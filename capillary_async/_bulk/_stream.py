@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
+from .. import _otel
 from .._config import Clock, RetryPolicy
 from .._exceptions import JournalMismatchError
 from .._limiter import Limiter
@@ -149,12 +150,14 @@ async def open_job(
             on_retry=on_retry,
         )
         send, receive = anyio.create_memory_object_stream[ItemOutcome](job.chunk_size)
+        job.span = _otel.start_job(spec.kind, spec.method, spec.path)
         try:
             async with anyio.create_task_group() as tg:
                 if resumer is not None:
                     resumer.attach(job)
                     tg.start_soon(resumer.saver)
-                tg.start_soon(_run, job, send, resumer)
+                with _otel.using(job.span):  # the job's requests are its span's children
+                    tg.start_soon(_run, job, send, resumer)
                 stream = OutcomeStream(receive, job)
                 try:
                     yield stream
@@ -170,6 +173,7 @@ async def open_job(
         finally:
             send.close()  # the job closes it, unless cancelled before it started
             receive.close()
+            _otel.end_job(job.span, job.report)
     finally:
         if resumer is not None:
             with anyio.CancelScope(shield=True):
