@@ -39,7 +39,7 @@ async def test_each_attempt_is_a_client_span_with_http_attributes(
         client = CapillaryClient(emu.base_url, auth=BasicAuth("demo", PASSWORD), retry=retry)
         rows = list(sample_expiry_updates(emu.store, 2, now=emu.clock.now()))
         async with client:
-            with pytest.raises(Exception, match="(?i)service unavailable"):
+            with pytest.raises(Exception, match=r"(?i)service unavailable"):
                 await client.points.update_expiry(rows)
             emu.faults = Faults()
             await client.points.update_expiry(rows)
