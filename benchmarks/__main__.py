@@ -261,6 +261,7 @@ def single_calls(sizes: Sizes, log: Callable[[str], None]) -> dict[str, Any]:
         results = interleaved(
             sizes.reps,
             sdk=lambda: run("sdk_single", server, n=sizes.single_calls),
+            untraced=lambda: run("sdk_single_untraced", server, n=sizes.single_calls),
             raw=lambda: run("raw_single", server, n=sizes.single_calls),
         )
     out: dict[str, Any] = {"calls": sizes.single_calls}
@@ -270,6 +271,11 @@ def single_calls(sizes: Sizes, log: Callable[[str], None]) -> dict[str, Any]:
         out[f"sdk_{q}_us"] = figure(sdk)
         out[f"raw_{q}_us"] = figure(raw)
         out[f"overhead_{q}_us"] = figure([s - r for s, r in zip(sdk, raw, strict=True)])
+        # OpenTelemetry's API installed with no SDK, against no tracing code at all.
+        untraced = [r["latencies_us"][q] for r in results["untraced"]]
+        out[f"tracing_off_cost_{q}_us"] = figure(
+            [s - u for s, u in zip(sdk, untraced, strict=True)]
+        )
     return out
 
 
@@ -359,7 +365,9 @@ def table(results: dict[str, Any]) -> str:
     lines.append(
         f"4. Single calls ({s['calls']:,} sequential update_redemption, zero latency): "
         f"p50 SDK {f(s['sdk_p50_us'])} us vs raw {f(s['raw_p50_us'])} us, overhead "
-        f"{f(s['overhead_p50_us'])} us; p99 overhead {f(s['overhead_p99_us'])} us"
+        f"{f(s['overhead_p50_us'])} us; p99 overhead {f(s['overhead_p99_us'])} us; "
+        f"tracing off (OpenTelemetry API, no SDK) costs {f(s['tracing_off_cost_p50_us'], '{:.1f}')} us "
+        "at p50"
     )
     md = results["scenarios"]["models"]
     lines.append(

@@ -201,6 +201,16 @@ async def sdk_single(
     return {"items": n, "latencies_us": _percentiles(latencies)}
 
 
+async def sdk_single_untraced(
+    url: str, n: int, chunk: int, concurrency: int, data: dict[str, int]
+) -> dict[str, Any]:
+    """``sdk_single`` with the tracing code path removed: what tracing costs when off."""
+    from capillary_async import _otel
+
+    _otel.trace = None  # type: ignore[assignment]
+    return await sdk_single(url, n, chunk, concurrency, data)
+
+
 async def raw_single(
     url: str, n: int, chunk: int, concurrency: int, data: dict[str, int]
 ) -> dict[str, Any]:
@@ -302,6 +312,7 @@ WORKLOADS = {
     "raw_bulk": raw_bulk,
     "naive_bulk": naive_bulk,
     "sdk_single": sdk_single,
+    "sdk_single_untraced": sdk_single_untraced,
     "raw_single": raw_single,
 }
 

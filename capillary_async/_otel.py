@@ -8,8 +8,8 @@ Each bulk job is a span holding its attempts, whose attributes give the final
 counts; a stop and a 429 pause are events on it. Every attribute is set here,
 and nothing of a header, a body or a credential is among them.
 
-Without the API every function is a no-op; with the API and no SDK the tracer
-is OpenTelemetry's own no-op, and attributes are not even computed.
+Without the API, or with the API and no SDK configured, every function here
+is a no-op: no span is made, not even OpenTelemetry's own no-op one.
 """
 
 from __future__ import annotations
@@ -25,10 +25,11 @@ from ._version import __version__
 if TYPE_CHECKING:
     from ._bulk._report import BulkReport
 
+trace: Any
 try:
     from opentelemetry import trace
 except ImportError:  # pragma: no cover - the otel extra is optional
-    trace = None  # type: ignore[assignment]
+    trace = None
 
 __all__ = ["attempt_span", "end_job", "job_event", "retry_reason", "start_job", "using"]
 
@@ -38,8 +39,24 @@ retry_reason: contextvars.ContextVar[str | None] = contextvars.ContextVar(
 )
 
 
+_cached: tuple[Any, Any] = (None, None)  # (provider, its tracer)
+
+
 def _tracer() -> Any:
-    return None if trace is None else trace.get_tracer("capillary_async", __version__)
+    """The tracer of the configured SDK; None when tracing is off (no API, or no SDK set).
+
+    With no SDK configured the global provider is OpenTelemetry's proxy: no
+    span would be recorded, so none is made (not even a no-op one).
+    """
+    global _cached  # noqa: PLW0603 - one tracer per provider, made once
+    if trace is None:
+        return None
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, (trace.ProxyTracerProvider, trace.NoOpTracerProvider)):
+        return None
+    if _cached[0] is not provider:
+        _cached = (provider, provider.get_tracer("capillary_async", __version__))
+    return _cached[1]
 
 
 @contextlib.contextmanager

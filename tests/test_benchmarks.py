@@ -45,7 +45,13 @@ def test_benchmark_runner_reports_every_scenario(tmp_path: Path) -> None:
     assert {"ratio", "peak_held", "held_limit", "all_succeeded"} <= set(memory)
     assert memory["all_succeeded"]
     assert memory["peak_held"] <= memory["held_limit"]
-    for key in ("sdk_p50_us", "raw_p50_us", "overhead_p50_us", "overhead_p99_us"):
+    for key in (
+        "sdk_p50_us",
+        "raw_p50_us",
+        "overhead_p50_us",
+        "overhead_p99_us",
+        "tracing_off_cost_p50_us",
+    ):
         assert set(scenarios["single_calls"][key]) == {"median", "min", "max"}
     for key in ("to_wire_us", "from_wire_us"):
         assert {"sdk", "hand", "ratio"} <= set(scenarios["models"][key])
