@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import logging
 import os
 import subprocess
@@ -134,3 +135,36 @@ def test_capillary_log_turns_on_a_readable_handler(level: str) -> None:
     header = base64.b64encode(f"demo:{md5}".encode()).decode()
     for secret in ("Log-S3cret-pw!", md5, header):
         assert secret not in err
+
+
+@pytest.mark.parametrize("kind", ["basic", "token"])
+async def test_no_secret_reaches_a_records_structured_fields(
+    kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A server echoing the credentials in its request id and body: every field stays clean."""
+    from capillary_async import Response
+
+    from .test_hostile import auth_for, secret_forms
+
+    def echo(request: Any) -> Any:
+        header = request.headers.get("Authorization") or request.headers.get(
+            "X-CAP-API-OAUTH-TOKEN"
+        )
+        body = json.dumps({"errors": [{"code": 500, "message": f"you sent {header}"}]})
+        return Response(
+            status=503, headers={"x-cap-request-id": str(header)}, content=body.encode()
+        )
+
+    caplog.set_level(logging.DEBUG, logger="capillary_async")
+    retry = RetryPolicy(max_attempts=2, backoff_base=0.001, jitter=False)
+    events: list[RetryEvent] = []
+    async with client_with(
+        echo, auth=auth_for(kind), retry=retry, on_retry=events.append
+    ) as client:
+        with pytest.raises(Exception, match="you sent"):
+            await client.points.update_expiry([item(1)])
+    seen = " ".join(repr(vars(record)) for record in caplog.records)
+    seen += repr([vars(event) if hasattr(event, "__dict__") else repr(event) for event in events])
+    seen += " ".join(str(event.error) + str(event.request_id) for event in events)
+    for secret in secret_forms(kind):
+        assert secret not in seen
