@@ -353,11 +353,15 @@ class FallbackPace:
             share = self.ceiling / self.members
             self.local = LocalPace(self.clock, share, adaptive=self.adaptive)
             self.local.hold_until(self._cool_until)  # a cooldown heard before still holds
+            try:
+                why = self.describe(exc)
+            except Exception:  # noqa: BLE001 - naming the cause never fails a request
+                why = f"the shared pace failed ({type(exc).__name__})"
             self.log.warning(
                 "rate limiter %s: %s; pacing locally at %.3g requests per second (a share of "
                 "%g among %d members) until it answers",
                 self.name,
-                self.describe(exc),
+                why,
                 share,
                 self.ceiling,
                 self.members,

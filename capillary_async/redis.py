@@ -28,16 +28,13 @@ import contextlib
 import logging
 import os
 import re
+import ssl
 import uuid
 from typing import Any
-from urllib.parse import parse_qsl, urlsplit
 
 import anyio
-import redis.asyncio as aioredis
 from redis import exceptions as rx
-from redis._parsers import _AsyncRESP2Parser, _AsyncRESP3Parser
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from redis.sentinel import MasterNotFoundError
 
 from ._config import Clock, SystemClock
 from ._exceptions import CapillaryError
@@ -51,6 +48,7 @@ from ._limiter import (
     check_rate,
     slot_horizon,
 )
+from ._redis_urls import MAX_REPLY, REDIS_TIMEOUT, client_from_url  # noqa: F401 - MAX_REPLY: here too
 
 __all__ = ["RedisLimiter", "RedisLimiterError", "ShardClaimError"]
 
@@ -59,10 +57,6 @@ logger = logging.getLogger("capillary_async.redis")
 
 #: How long a member counts as present after its last request, in seconds.
 PRESENCE = 10.0
-#: How long one Redis call may take before the limiter paces locally, in seconds.
-REDIS_TIMEOUT = FallbackPace.timeout
-#: The most one reply to the limiter may hold, in bytes (its replies hold a few dozen).
-MAX_REPLY = 64 * 1024
 
 # The claims on one input: a hash of claim id -> "expiry_ms K N holder" (0 0: every
 # row). Expired or unreadable claims are dropped; an overlapping live one is
@@ -125,7 +119,10 @@ def _why(exc: BaseException) -> str:
     if isinstance(exc, rx.NoPermissionError) or text.startswith("NOPERM"):
         return "the Redis user may not run the limiter's script on its keys (see its ACL)"
     if isinstance(exc, rx.AskError) or text.startswith(("MOVED ", "ASK ")):  # redis 5: text
-        return "this Redis is a cluster node without the limiter's keys (MOVED): use RedisCluster"
+        return (
+            "this Redis is a cluster node without the limiter's keys (MOVED): use a "
+            "redis+cluster:// URL"
+        )
     if isinstance(exc, rx.ReadOnlyError):
         return "this Redis is a read-only replica: give the limiter the primary"
     if "DB index is out of range" in text:
@@ -134,8 +131,17 @@ def _why(exc: BaseException) -> str:
         return "a key of the limiter holds another type of value (is the name used elsewhere?)"
     if "unknown command" in text:
         return "this server does not run Redis scripts (a Sentinel, or a proxy?)"
-    if any("CERTIFICATE_VERIFY_FAILED" in str(e) for e in [exc, *chain] if e is not None):
+    tls = " ".join(str(e) for e in [exc, *chain] if isinstance(e, ssl.SSLError)).upper()
+    if "CERTIFICATE_VERIFY_FAILED" in tls or "CERTIFICATE_VERIFY_FAILED" in text:
         return "Redis's TLS certificate could not be verified (check ssl_ca_certs and the host)"
+    if "CERTIFICATE_REQUIRED" in tls:
+        return "Redis asks for a TLS client certificate (give ssl_certfile and ssl_keyfile)"
+    if any(word in tls for word in ("UNKNOWN_CA", "BAD_CERTIFICATE", "CERTIFICATE_UNKNOWN")):
+        return "Redis refused the TLS client certificate (is it signed by a CA Redis trusts?)"
+    if tls:
+        return "the TLS handshake with Redis failed (a TLS URL on a plain port?)"
+    if isinstance(exc, MasterNotFoundError):
+        return "no Sentinel names a master for the service (check its name, and the Sentinels)"
     if isinstance(exc, TypeError) and "keyword argument" in text:
         return "the Redis client was given an option it does not know"
     if isinstance(exc, (TimeoutError, rx.TimeoutError)):
@@ -163,67 +169,6 @@ def _texts(reply: Any, n: int) -> list[str]:
             raise _ForeignReplyError
         texts.append(str(item))
     return texts
-
-
-def _bounded(parser: type[Any]) -> type[Any]:
-    """``parser`` refusing a reply past ``MAX_REPLY`` bytes before reading it."""
-
-    class Bounded(parser):  # type: ignore[misc]
-        _left = MAX_REPLY
-
-        async def read_response(self, *args: Any, **kwargs: Any) -> Any:
-            self._left = MAX_REPLY
-            return await super().read_response(*args, **kwargs)
-
-        def _spend(self, size: int) -> None:
-            self._left -= size + 2
-            if self._left < 0:
-                raise rx.InvalidResponse("a reply larger than the limiter ever gets")
-
-        async def _read(self, length: int) -> Any:
-            self._spend(length)  # before reading: a huge length is refused unread
-            return await super()._read(length)
-
-        async def _readline(self) -> Any:  # asyncio bounds a line to 64 KiB
-            line = await super()._readline()
-            self._spend(len(line))
-            return line
-
-    return Bounded
-
-
-_BOUNDED = {2: _bounded(_AsyncRESP2Parser), 3: _bounded(_AsyncRESP3Parser)}
-
-
-def _client_from_url(url: str) -> Any:
-    """A ``redis.asyncio.Redis`` for ``url``, its replies bounded; ``ValueError`` if refused.
-
-    redis-py hands a query option it does not know to each connection, which
-    then fails at every call; here it is refused at once, as is a value the
-    client refuses (``ssl_cert_reqs=bogus``). Nothing of the URL is quoted.
-    """
-    try:
-        client = aioredis.Redis.from_url(
-            url,
-            socket_timeout=REDIS_TIMEOUT,
-            socket_connect_timeout=REDIS_TIMEOUT,
-            retry_on_timeout=False,
-            retry=Retry(NoBackoff(), 0),  # the limiter falls back at once; it retries itself
-        )
-        query = parse_qsl(urlsplit(url).query, keep_blank_values=True)
-    except Exception:  # noqa: BLE001 - in our words: the URL may hold a password
-        raise ValueError("url: not a Redis URL (redis://...), or a bad value") from None
-    pool = client.connection_pool
-    blank = {key: None for key, value in query if not value and key != "max_connections"}
-    try:  # a connection made now, not connected: what each call would make
-        probe = pool.connection_class(**{**blank, **pool.connection_kwargs})
-    except Exception as exc:  # noqa: BLE001 - refused here, not at every call
-        found = re.search(r"argument '(\w{1,40})'", str(exc))
-        what = found[1] if found and found[1] in dict(query) else "an option or its value"
-        raise ValueError(f"url: the Redis client refuses {what} (misspelt?)") from None
-    protocol = 3 if str(getattr(probe, "protocol", 2)) == "3" else 2
-    pool.connection_kwargs["parser_class"] = _BOUNDED[protocol]
-    return client
 
 
 class _RedisPace(FallbackPace):
@@ -413,6 +358,7 @@ class RedisLimiter:
         self._dispatcher = Dispatcher(self._pace, self.clock)
         self._client = client
         self._owns_client = owns_client
+        self._also_close: list[Any] = []  # a Sentinel's own clients, made by from_url
 
     @classmethod
     def from_url(
@@ -424,15 +370,33 @@ class RedisLimiter:
         adaptive: bool = False,
         members: int = 1,
         clock: Clock | None = None,
+        ssl_ca_certs: str | None = None,
+        ssl_certfile: str | None = None,
+        ssl_keyfile: str | None = None,
     ) -> RedisLimiter:
-        """A limiter on the Redis at ``url`` (``redis://``, ``rediss://``, ``unix://``).
+        """A limiter on the Redis at ``url``: one server, a Redis Cluster, or through Sentinel.
 
-        ``ValueError``, never quoting the URL, if it is not a Redis URL or has
-        a query option redis-py does not know or a value it refuses. A reply
-        larger than the limiter ever gets is refused before it is read.
+        - ``redis://[user:pass@]host:port/db``, ``rediss://`` (TLS), ``unix://path``;
+        - ``redis+cluster://[user:pass@]host:port[,host:port...]`` (``rediss+cluster://``):
+          seed nodes of a Redis Cluster, whose failovers the client follows;
+        - ``redis+sentinel://[user:pass@]host:port[,host:port...]/SERVICE[/db]``
+          (``rediss+sentinel://``): the master the Sentinels name for ``SERVICE``,
+          asked again after a failover (the user and password are the master's).
+
+        TLS: ``ssl_ca_certs`` (the CA bundle that signed Redis's certificate),
+        ``ssl_certfile`` and ``ssl_keyfile`` (a client certificate and its
+        unencrypted key, for ``tls-auth-clients``), PEM files, each read once
+        here. ``ValueError``, never quoting the URL or a file, for a URL that is
+        not one of these forms, a query option redis-py does not know or a
+        value it refuses (the cluster and Sentinel forms take none), or a TLS
+        file that cannot be loaded. A reply larger than the limiter ever gets
+        is refused before it is read (one server, or through Sentinel).
         """
-        return cls(
-            _client_from_url(url),
+        client, also = client_from_url(
+            url, ssl_ca_certs=ssl_ca_certs, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile
+        )
+        limiter = cls(
+            client,
             name=name,
             rate_limit=rate_limit,
             adaptive=adaptive,
@@ -440,6 +404,8 @@ class RedisLimiter:
             clock=clock,
             owns_client=True,
         )
+        limiter._also_close = also
+        return limiter
 
     def __repr__(self) -> str:
         state = "shared" if self.shared else "local fallback"
@@ -513,5 +479,6 @@ class RedisLimiter:
 
     async def aclose(self) -> None:
         if self._owns_client:
-            with contextlib.suppress(Exception):
-                await self._client.aclose()
+            for client in [self._client, *self._also_close]:
+                with contextlib.suppress(Exception):
+                    await client.aclose()

@@ -121,6 +121,13 @@ class RedisServer:
                 self.process.wait(5)
             self.process = None
 
+    def kill(self) -> None:
+        """Kill it at once (SIGKILL), as a crashed host: no shutdown, no goodbye to replicas."""
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait(5)
+            self.process = None
+
     def cli(self, *args: str) -> str:
         """``redis-cli`` against this server (plain text answers)."""
         command = [need("redis-cli"), "-p", str(self.port), *args]
@@ -169,19 +176,40 @@ def redis_servers() -> Iterator[StartRedis]:
 @pytest.fixture
 def redis_cluster(redis_servers: StartRedis) -> list[RedisServer]:
     """Three master nodes of one Redis Cluster on loopback, every slot covered."""
+    return make_cluster(redis_servers, 3)
+
+
+def make_cluster(start: StartRedis, nodes: int, *args: str, replicas: int = 0) -> list[RedisServer]:
+    """A Redis Cluster of ``nodes`` on loopback (``args``: more for each), every slot covered.
+
+    With ``replicas=1``, half the nodes are masters and half their replicas.
+    A node that stops is seen as failed after a second (``cluster-node-timeout``).
+    """
     need("redis-cli")
-    nodes = [
-        redis_servers("--cluster-enabled", "yes", "--cluster-node-timeout", "1000", bus=True)
-        for _ in range(3)
-    ]
-    addresses = [f"127.0.0.1:{node.port}" for node in nodes]
-    nodes[0].cli("--cluster", "create", *addresses, "--cluster-yes")
+    # A replica syncs at once, and may take over however long its master was gone.
+    options = (
+        "--cluster-enabled", "yes", "--cluster-node-timeout", "1000",
+        "--repl-diskless-sync-delay", "0", "--cluster-replica-validity-factor", "0",
+    )  # fmt: skip
+    servers = [start(*options, *args, bus=True) for _ in range(nodes)]
+    addresses = [f"127.0.0.1:{node.port}" for node in servers]
+    servers[0].cli(
+        "--cluster", "create", *addresses, "--cluster-replicas", str(replicas), "--cluster-yes"
+    )
     deadline = time.monotonic() + 20
-    while not all("cluster_state:ok" in node.cli("cluster", "info") for node in nodes):
+    while not all(_cluster_ready(node, nodes) for node in servers):
         if time.monotonic() > deadline:
             raise RuntimeError("the Redis Cluster did not come up")
         time.sleep(0.05)
-    return nodes
+    return servers
+
+
+def _cluster_ready(node: RedisServer, nodes: int) -> bool:
+    info = node.cli("cluster", "info")
+    if not ("cluster_state:ok" in info and f"cluster_known_nodes:{nodes}" in info):
+        return False
+    replication = node.cli("info", "replication")
+    return "role:master" in replication or "master_link_status:up" in replication
 
 
 def self_signed_cert(directory: Path) -> tuple[Path, Path]:
@@ -194,3 +222,89 @@ def self_signed_cert(directory: Path) -> tuple[Path, Path]:
         capture_output=True, check=True, timeout=30,
     )  # fmt: skip
     return cert, key
+
+
+class PrivateCA:
+    """A throwaway CA (openssl) and what it signed: a server and a client certificate."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self.ca, ca_key = directory / "ca.pem", directory / "ca-key.pem"
+        _openssl(
+            "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", str(ca_key), "-out", str(self.ca), "-days", "1",
+            "-subj", "/CN=capillary test CA",
+        )  # fmt: skip
+        self.server_cert, self.server_key = self._sign("server", ca_key, server=True)
+        self.client_cert, self.client_key = self._sign("client", ca_key, server=False)
+
+    def _sign(self, name: str, ca_key: Path, *, server: bool) -> tuple[Path, Path]:
+        cert, key = self.directory / f"{name}.pem", self.directory / f"{name}-key.pem"
+        request = self.directory / f"{name}.csr"
+        extensions = self.directory / f"{name}.ext"
+        extensions.write_text(
+            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
+            if server
+            else "extendedKeyUsage=clientAuth\n"
+        )
+        _openssl(
+            "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
+            "-nodes", "-keyout", str(key), "-out", str(request), "-subj", f"/CN={name}",
+        )  # fmt: skip
+        _openssl(
+            "x509", "-req", "-in", str(request), "-CA", str(self.ca), "-CAkey", str(ca_key),
+            "-CAcreateserial", "-out", str(cert), "-days", "1", "-extfile", str(extensions),
+        )  # fmt: skip
+        return cert, key
+
+    def server_args(self, *, auth_clients: bool = True) -> tuple[str, ...]:
+        """redis-server's TLS arguments: this CA's server certificate, clients' checked."""
+        return (
+            "--tls-cert-file", str(self.server_cert), "--tls-key-file", str(self.server_key),
+            "--tls-ca-cert-file", str(self.ca),
+            "--tls-auth-clients", "yes" if auth_clients else "no",
+        )  # fmt: skip
+
+
+def _openssl(*args: str) -> None:
+    subprocess.run([need("openssl"), *args], capture_output=True, check=True, timeout=30)
+
+
+def make_sentinels(
+    start: StartRedis, directory: Path, service: str, *args: str
+) -> tuple[RedisServer, RedisServer, list[RedisServer]]:
+    """A master, its replica and three Sentinels (quorum 2) watching it, all on loopback.
+
+    ``args`` go to the master and the replica. The master is taken for down
+    after half a second; a failover then takes one to two seconds.
+    """
+    need("redis-cli")
+    master = start("--repl-diskless-sync-delay", "0", *args)
+    replica = start(
+        "--repl-diskless-sync-delay", "0", "--replicaof", "127.0.0.1", str(master.port), *args
+    )
+    sentinels = []
+    for n in range(3):
+        conf = directory / f"sentinel-{n}.conf"  # a Sentinel rewrites its own file
+        conf.write_text(
+            f"sentinel monitor {service} 127.0.0.1 {master.port} 2\n"
+            f"sentinel down-after-milliseconds {service} 500\n"
+            f"sentinel failover-timeout {service} 2000\n"
+        )
+        sentinels.append(start(str(conf), "--sentinel"))
+    deadline = time.monotonic() + 20
+    while True:
+        states = [_fields(s.cli("sentinel", "master", service)) for s in sentinels]
+        found = all(
+            s.get("num-other-sentinels") == "2" and s.get("num-slaves") == "1" for s in states
+        )
+        if found and "master_link_status:up" in replica.cli("info", "replication"):
+            return master, replica, sentinels
+        if time.monotonic() > deadline:
+            raise RuntimeError("the Sentinels did not find each other and the replica")
+        time.sleep(0.1)
+
+
+def _fields(reply: str) -> dict[str, str]:
+    lines = reply.splitlines()
+    return dict(zip(lines[::2], lines[1::2], strict=False))
