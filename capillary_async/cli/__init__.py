@@ -81,6 +81,17 @@ def _apply_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], kind
             "the same limiter name, through this Redis (also CAPILLARY_REDIS_URL)"
         ),
     )
+    tls = (
+        ("--redis-ca", "CAPILLARY_REDIS_CA", "the CA certificates (PEM) that signed Redis's"),
+        ("--redis-cert", "CAPILLARY_REDIS_CERT", "a client certificate (PEM) for Redis's"),
+        ("--redis-key", "CAPILLARY_REDIS_KEY", "the unencrypted key (PEM) of --redis-cert, for"),
+    )
+    for flag, variable, what in tls:
+        parser.add_argument(
+            flag,
+            metavar="FILE",
+            help=f"{what} TLS, with a rediss:// URL (also {variable})",
+        )
     parser.add_argument(
         "--limiter-name",
         metavar="NAME",
@@ -175,6 +186,9 @@ async def _dispatch(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         retry_unknown=args.retry_unknown,
         max_response_bytes=args.max_response_bytes,
         redis=args.redis or env.get("CAPILLARY_REDIS_URL") or None,
+        redis_ca=args.redis_ca or env.get("CAPILLARY_REDIS_CA") or None,
+        redis_cert=args.redis_cert or env.get("CAPILLARY_REDIS_CERT") or None,
+        redis_key=args.redis_key or env.get("CAPILLARY_REDIS_KEY") or None,
         limiter_name=args.limiter_name,
         adaptive=args.adaptive,
         shard=args.shard,

@@ -36,8 +36,26 @@ def limiter_name(base_url: str, auth: Auth) -> str:
     return f"capillary-{digest[:16]}"
 
 
+#: The TLS options of ``RedisLimiter.from_url``, as the command line names them.
+_TLS_FLAGS = {
+    "ssl_ca_certs": "--redis-ca (or CAPILLARY_REDIS_CA)",
+    "ssl_certfile": "--redis-cert (or CAPILLARY_REDIS_CERT)",
+    "ssl_keyfile": "--redis-key (or CAPILLARY_REDIS_KEY)",
+}
+
+
+def _in_flags(message: str) -> str:
+    """``from_url``'s words with its option names as the command line's flags."""
+    for option, flag in _TLS_FLAGS.items():
+        message = message.replace(option, flag)
+    return message
+
+
 def make_limiter(options: ApplyOptions, base_url: str, auth: Auth) -> Limiter:
     """The client's pace: --rate alone, adaptive, or shared through Redis."""
+    tls = (options.redis_ca, options.redis_cert, options.redis_key)
+    if any(tls) and not options.redis:
+        raise UsageError("--redis-ca, --redis-cert and --redis-key need --redis (a rediss:// URL)")
     if not options.redis or options.dry_run:
         return LocalLimiter(options.rate, adaptive=options.adaptive and options.rate is not None)
     try:
@@ -57,11 +75,18 @@ def make_limiter(options: ApplyOptions, base_url: str, auth: Auth) -> Limiter:
             adaptive=options.adaptive,
             # Before Redis answers, assume the fleet a shard says there is.
             members=options.shard[1] if options.shard else 1,
+            ssl_ca_certs=options.redis_ca,
+            ssl_certfile=options.redis_cert,
+            ssl_keyfile=options.redis_key,
         )
     except ValueError as exc:  # our words, which never quote the URL (it may hold a password)
+        message = str(exc)
+        if not message.startswith("url: "):
+            raise UsageError(_in_flags(message)) from None
         raise UsageError(
-            f"--redis (or CAPILLARY_REDIS_URL): {str(exc).removeprefix('url: ')} "
-            "(expected redis://host:6379/0, rediss://..., unix://...)"
+            f"--redis (or CAPILLARY_REDIS_URL): {_in_flags(message.removeprefix('url: '))} "
+            "(expected redis://host:6379/0, rediss://..., unix://..., "
+            "redis+cluster://host:port,host:port, redis+sentinel://host:port,host:port/SERVICE)"
         ) from None
 
 
@@ -73,7 +98,7 @@ async def check_limiter(limiter: Limiter) -> None:
     try:
         await check()
     except CapillaryError as exc:
-        raise UsageError(f"--redis: {exc}; nothing was sent") from None
+        raise UsageError(f"--redis: {_in_flags(str(exc))}; nothing was sent") from None
 
 
 @contextlib.asynccontextmanager

@@ -69,6 +69,10 @@ class ApplyOptions:
     max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES
     #: Share the pace through this Redis (``--redis`` / ``CAPILLARY_REDIS_URL``).
     redis: str | None = None
+    #: TLS files for that Redis (``--redis-ca``, ``--redis-cert``, ``--redis-key``).
+    redis_ca: str | None = None
+    redis_cert: str | None = None
+    redis_key: str | None = None
     limiter_name: str | None = None
     adaptive: bool = False
     #: (k, n): every n-th row starting at row k.
