@@ -34,7 +34,7 @@ from typing import Any
 
 import anyio
 from redis import exceptions as rx
-from redis.sentinel import MasterNotFoundError
+from redis.asyncio.sentinel import MasterNotFoundError
 
 from ._config import Clock, SystemClock
 from ._exceptions import CapillaryError
@@ -140,6 +140,11 @@ def _why(exc: BaseException) -> str:
         return "Redis refused the TLS client certificate (is it signed by a CA Redis trusts?)"
     if tls:
         return "the TLS handshake with Redis failed (a TLS URL on a plain port?)"
+    if any(isinstance(e, ConnectionResetError) for e in chain):
+        return (
+            "Redis closed the connection (a TLS port given a redis:// URL, or a TLS client "
+            "certificate it asks for: ssl_certfile and ssl_keyfile?)"
+        )
     if isinstance(exc, MasterNotFoundError):
         return "no Sentinel names a master for the service (check its name, and the Sentinels)"
     if isinstance(exc, TypeError) and "keyword argument" in text:

@@ -101,7 +101,7 @@ class RedisServer:
                     if self.tls:  # listening is enough: a TLS handshake is the test's
                         return
                     conn.sendall(b"PING\r\n")
-                    if conn.recv(16).startswith(b"+PONG"):
+                    if conn.recv(16).startswith((b"+PONG", b"-NOAUTH")):  # up, with a password
                         return
             except OSError:
                 pass
@@ -271,17 +271,19 @@ def _openssl(*args: str) -> None:
 
 
 def make_sentinels(
-    start: StartRedis, directory: Path, service: str, *args: str
+    start: StartRedis, directory: Path, service: str, *, password: str | None = None
 ) -> tuple[RedisServer, RedisServer, list[RedisServer]]:
     """A master, its replica and three Sentinels (quorum 2) watching it, all on loopback.
 
-    ``args`` go to the master and the replica. The master is taken for down
-    after half a second; a failover then takes one to two seconds.
+    With ``password``, the master and the replica require it (the Sentinels
+    know it). The master is taken for down after half a second; a failover
+    then takes one to two seconds.
     """
     need("redis-cli")
-    master = start("--repl-diskless-sync-delay", "0", *args)
+    auth = ("--requirepass", password, "--masterauth", password) if password else ()
+    master = start("--repl-diskless-sync-delay", "0", *auth)
     replica = start(
-        "--repl-diskless-sync-delay", "0", "--replicaof", "127.0.0.1", str(master.port), *args
+        "--repl-diskless-sync-delay", "0", "--replicaof", "127.0.0.1", str(master.port), *auth
     )
     sentinels = []
     for n in range(3):
@@ -290,15 +292,17 @@ def make_sentinels(
             f"sentinel monitor {service} 127.0.0.1 {master.port} 2\n"
             f"sentinel down-after-milliseconds {service} 500\n"
             f"sentinel failover-timeout {service} 2000\n"
+            + (f"sentinel auth-pass {service} {password}\n" if password else "")
         )
         sentinels.append(start(str(conf), "--sentinel"))
+    login = ("-a", password, "--no-auth-warning") if password else ()
     deadline = time.monotonic() + 20
     while True:
         states = [_fields(s.cli("sentinel", "master", service)) for s in sentinels]
         found = all(
             s.get("num-other-sentinels") == "2" and s.get("num-slaves") == "1" for s in states
         )
-        if found and "master_link_status:up" in replica.cli("info", "replication"):
+        if found and "master_link_status:up" in replica.cli(*login, "info", "replication"):
             return master, replica, sentinels
         if time.monotonic() > deadline:
             raise RuntimeError("the Sentinels did not find each other and the replica")
