@@ -12,7 +12,14 @@ import redis
 
 from capillary_async.testing import Emulator, write_jsonl
 
-from .redis_server import RedisServer, redis_server  # noqa: F401 - the fixture
+from .redis_server import (  # noqa: F401 - the fixtures
+    PrivateCA,
+    RedisServer,
+    StartRedis,
+    redis_cluster,
+    redis_server,
+    redis_servers,
+)
 from .test_cli import EXE, SECRET, cli_env, emu, run_cli, sample, start  # noqa: F401 - emu: a fixture
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -220,3 +227,54 @@ async def test_overlapping_shards_of_one_file_are_refused_while_one_runs(
     code, out, err = await run_cli(*args("1/2", "a.db"), env=env)
     assert code == 0, err
     assert "30 rows" in out
+
+
+async def test_redis_over_mutual_tls_and_a_cluster_url_from_the_command_line(
+    emu: Emulator,  # noqa: F811
+    redis_servers: StartRedis,  # noqa: F811
+    redis_cluster: list[RedisServer],  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    ca = PrivateCA(tmp_path)
+    server = redis_servers(*ca.server_args(auth_clients=True), tls=True)
+    source = tmp_path / "in.jsonl"
+    write_jsonl(source, sample(emu, 4))
+    apply = ["expiry", "apply", str(source), "--rate", "50"]
+    tls_env = cli_env(
+        emu,
+        CAPILLARY_REDIS_URL=server.url,
+        CAPILLARY_REDIS_CA=str(ca.ca),
+        CAPILLARY_REDIS_CERT=str(ca.client_cert),
+        CAPILLARY_REDIS_KEY=str(ca.client_key),
+    )
+    code, _, err = await run_cli(*apply, env=tls_env)
+    assert code in (0, 1), err
+    flags = ["--redis-ca", str(ca.ca), "--redis-cert", str(ca.client_cert)]
+    code, _, err = await run_cli(
+        *apply, "--redis", server.url, *flags, "--redis-key", str(ca.client_key), env=cli_env(emu)
+    )
+    assert code in (0, 1), err
+    key_line = ca.client_key.read_text().splitlines()[1]
+    for extra, env, words in [
+        ([], {**tls_env, "CAPILLARY_REDIS_CERT": ""}, "--redis-cert (or CAPILLARY_REDIS_CERT)"),
+        ([], {**tls_env, "CAPILLARY_REDIS_CA": str(ca.client_key)}, "--redis-ca"),
+        (["--redis-ca", str(ca.ca)], cli_env(emu), "need --redis"),
+        ([], {**tls_env, "CAPILLARY_REDIS_URL": server.url.replace("rediss", "redis")}, "TLS URL"),
+        ([], {**tls_env, "CAPILLARY_REDIS_CERT": "", "CAPILLARY_REDIS_KEY": ""}, "certificate"),
+    ]:
+        before = emu.stats.requests
+        code, _, err = await run_cli(*apply, *extra, env=env)
+        assert code == 2, err
+        assert words in err
+        assert key_line not in err
+        assert emu.stats.requests == before  # nothing sent
+    seeds = ",".join(f"127.0.0.1:{node.port}" for node in redis_cluster[:2])
+    code, _, err = await run_cli(
+        *apply, env=cli_env(emu, CAPILLARY_REDIS_URL=f"redis+cluster://{seeds}")
+    )
+    assert code in (0, 1), err
+    code, _, err = await run_cli(
+        *apply, env=cli_env(emu, CAPILLARY_REDIS_URL="redis://127.0.0.1:1/0?cluster=true")
+    )
+    assert code == 2
+    assert "redis+cluster://host:port,host:port" in err
