@@ -325,7 +325,7 @@ class _Claim:
 class RedisLimiter:
     """A ``Limiter`` whose rate, cooldown and adaptive rate live in Redis, shared by ``name``.
 
-    ``client`` is a ``redis.asyncio`` client (``Redis`` or ``RedisCluster``);
+    ``client`` is a ``redis.asyncio`` client (``Redis``, ``RedisCluster``, a Sentinel's master);
     ``from_url`` makes one. Every Redis call is bounded (half a second; a
     tenth while probing an outage). Any failure (Redis unreachable, hanging or
     refusing, a cluster with no node up, a reply of another shape) makes the
