@@ -118,3 +118,25 @@ def test_with_options_checks_what_it_is_given() -> None:
     assert derived.max_response_bytes == 1024
     assert client.max_response_bytes != 1024
     assert "X-A" not in client._headers  # the original is untouched
+
+
+async def test_per_call_headers_reach_a_real_server() -> None:
+    import aiohttp.web
+
+    from capillary_async import BasicAuth
+
+    from .test_cli_hostile import serving
+
+    seen: list[str] = []
+
+    async def answer(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        seen.append(request.headers.get(TENANT, ""))
+        return aiohttp.web.json_response({"currencyExpiryUpdateResponse": [], "failures": []})
+
+    async with serving(answer) as url:
+        client = CapillaryClient(url, auth=BasicAuth("demo", "demo"), headers={TENANT: "app"})
+        async with client:
+            await client.points.update_expiry([item(1)], headers={TENANT: "store-1"})
+            await client.with_options(headers={TENANT: "store-2"}).points.update_expiry([item(2)])
+            await client.points.update_expiry([item(3)])
+    assert seen == ["store-1", "store-2", "app"]
