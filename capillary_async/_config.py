@@ -11,17 +11,15 @@ import ssl as ssl_module
 import time
 from collections.abc import Callable
 from datetime import timedelta, timezone, tzinfo
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 from urllib.parse import unquote, urlsplit
 
+import aiohttp
 import anyio
 import attrs
 
 from ._exceptions import excerpt
 from ._types import _Unset
-
-if TYPE_CHECKING:
-    import aiohttp
 
 __all__ = [
     "DEFAULT_MAX_RESPONSE_BYTES",
@@ -154,11 +152,14 @@ def resolve_proxy(proxy: str) -> tuple[str, str, tuple[str, ...]]:
         + (f":{port}" if port else "")
     )
     secrets: tuple[str, ...] = ()
-    if parts.password:
+    if parts.password or parts.username:
+        # A user alone (``http://TOKEN@proxy``) is the secret; so are the forms
+        # as written in the URL (``%40`` for ``@``) and as sent (base64).
         user = unquote(parts.username or "")
-        password = unquote(parts.password)
+        password = unquote(parts.password or "")
         pair = f"{user}:{password}"
-        secrets = (password, pair, base64.b64encode(pair.encode()).decode())
+        raw = parts.password or parts.username or ""
+        secrets = (password or user, raw, pair, base64.b64encode(pair.encode()).decode())
     return proxy, shown, secrets
 
 
@@ -280,6 +281,8 @@ def network_options(  # noqa: PLR0917 - the client's network options, checked to
     allow_insecure: bool,
 ) -> dict[str, Any]:
     """Network options checked: refused with ``session=``, ``ssl=False`` off loopback."""
+    if session is not None and not isinstance(session, aiohttp.ClientSession):
+        raise TypeError("session: expected an aiohttp.ClientSession, or None")
     if session is not None:
         given = [
             name

@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, Generic, TypeVar
 
+from . import _secrets
 from ._types import Reply
 
 __all__ = ["RawResponse"]
@@ -36,8 +37,8 @@ class RawResponse(Generic[T]):
 
     @property
     def headers(self) -> Mapping[str, str]:
-        """Its headers, names lower-case."""
-        return self._reply.headers
+        """Its headers, names lower-case; credentials a server echoed are redacted."""
+        return {name: _secrets.redact(value) for name, value in self._reply.headers.items()}
 
     @property
     def request_id(self) -> str | None:

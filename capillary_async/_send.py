@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
@@ -58,7 +58,11 @@ class _Tries:
         self.applied_before = False
 
     async def sent(self) -> None:
+        """An attempt is about to go (it has its slot and its credentials)."""
         self.attempts += 1
+
+    def written(self) -> None:
+        """The attempt was written to the connection: the server may have it."""
         self.in_flight = True
 
 
@@ -167,7 +171,12 @@ class Sender:
         while True:
             attempt += 1
             outcome = await self._attempt(
-                call, attempt, accept=accept, authenticate=authenticate, before_send=tries.sent
+                call,
+                attempt,
+                accept=accept,
+                authenticate=authenticate,
+                before_send=tries.sent,
+                on_sent=tries.written,
             )
             tries.in_flight = False
             if isinstance(outcome, Reply):
@@ -246,7 +255,7 @@ class Sender:
             raise ValueError(f"path: must start with '/', got {path!r}")
         return _Call(
             method=method,
-            path=path,
+            path=path.partition("?")[0],  # spans and logs name the endpoint, never a query
             url=self.base_url + path + (f"?{urlencode(params)}" if params else ""),
             content=None if json is None else encode(json),
             headers=checked_headers(headers) if headers else {},
@@ -263,6 +272,7 @@ class Sender:
         authenticate: bool = True,
         priority: bool = True,
         before_send: BeforeSend | None = None,
+        on_sent: Callable[[], None] | None = None,
     ) -> Reply | CapillaryError:
         """One attempt: the answer the caller wants, or the error it failed with (returned).
 
@@ -276,7 +286,7 @@ class Sender:
             await self.limiter.acquire(priority=priority)
         try:
             reply = await self._send_authenticated(
-                call, attempt, authenticate=authenticate, before_send=before_send
+                call, attempt, authenticate=authenticate, before_send=before_send, on_sent=on_sent
             )
         except TransportError as exc:
             return exc
@@ -331,25 +341,34 @@ class Sender:
         *,
         authenticate: bool,
         before_send: BeforeSend | None = None,
+        on_sent: Callable[[], None] | None = None,
     ) -> Reply:
         """One attempt, renewing the token once if the server refuses it (401/498)."""
         if not authenticate:
             if before_send is not None:
                 await before_send()
-            return await self._send_once(call, {}, attempt)
+            return await self._send_once(call, {}, attempt, on_sent)
         flow = self._auth_flow()
         auth_headers = await _before_send(flow.headers())
         if before_send is not None:
             await before_send()
-        reply = await self._send_once(call, auth_headers, attempt)
+        reply = await self._send_once(call, auth_headers, attempt, on_sent)
         if reply.status in (401, 498) and await flow.renew(auth_headers):
             logger.info(
                 "%s %s: token refused (%d), renewing once", call.method, call.path, reply.status
             )
-            reply = await self._send_once(call, await _before_send(flow.headers()), attempt)
+            reply = await self._send_once(
+                call, await _before_send(flow.headers()), attempt, on_sent
+            )
         return reply
 
-    async def _send_once(self, call: _Call, auth_headers: Mapping[str, str], attempt: int) -> Reply:
+    async def _send_once(
+        self,
+        call: _Call,
+        auth_headers: Mapping[str, str],
+        attempt: int,
+        on_sent: Callable[[], None] | None = None,
+    ) -> Reply:
         """One HTTP exchange, logged; never logs headers, and bodies only at DEBUG."""
         headers = {**self._headers, **call.headers, **auth_headers}
         if call.content is not None:
@@ -361,6 +380,7 @@ class Sender:
             content=call.content,
             timeout=call.timeout,
             max_response_bytes=self.max_response_bytes,
+            on_sent=on_sent,
         )
         debug = not call.sensitive and logger.isEnabledFor(logging.DEBUG)
         if debug and call.content is not None:

@@ -14,7 +14,7 @@ import inspect
 import ssl as ssl_module
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -46,6 +46,9 @@ class Request:
     timeout: Timeouts = DEFAULT_TIMEOUTS
     #: The largest body to read; a transport raises ``ResponseTooLargeError`` past it.
     max_response_bytes: int | None = DEFAULT_MAX_RESPONSE_BYTES
+    #: Called once the request has been written to the connection (its headers sent):
+    #: from then on, a failure may leave it applied.
+    on_sent: Callable[[], None] | None = attrs.field(default=None, repr=False, eq=False)
 
 
 @attrs.frozen(kw_only=True)
@@ -140,6 +143,7 @@ class AiohttpTransport:
                     ssl=True if self._ssl is None else self._ssl,
                 )
             self._session = aiohttp.ClientSession(
+                trace_configs=[_WRITTEN],
                 connector=connector,
                 connector_owner=lent is None,
                 # Cookies in Capillary's examples are browser leftovers: never send any.
@@ -155,6 +159,7 @@ class AiohttpTransport:
         where = {"method": request.method, "url": request.url}
         failure: TransportError
         cause: BaseException
+        progress = _Progress(request.on_sent)
         try:
             async with session.request(
                 request.method,
@@ -165,10 +170,15 @@ class AiohttpTransport:
                 allow_redirects=False,
                 raise_for_status=False,
                 proxy=self._proxy,
+                trace_request_ctx=progress,
             ) as resp:
                 content = await _read_bounded(resp, request)
                 headers = {k.lower(): v for k, v in resp.headers.items()}
                 return Response(status=resp.status, headers=headers, content=content)
+        except asyncio.CancelledError:
+            if not progress.started and progress.on_sent is not None:
+                progress.on_sent()  # no progress reported (a patched session): assume it went
+            raise
         except aiohttp.ConnectionTimeoutError as exc:
             failure, cause = ConnectTimeoutError(f"timed out connecting to {_host(request)}"), exc
         except aiohttp.ClientConnectorError as exc:
@@ -184,6 +194,10 @@ class AiohttpTransport:
             # Never aiohttp's own text: its repr carries the request, headers
             # (credentials) included, and its str can echo what the server sent.
             failure, cause = ConnectionLostError(_lost(exc)), exc
+        if progress.started and not progress.written and failure.sent:
+            # Nothing was written (a proxy's CONNECT, a TLS handshake, a connection
+            # that failed first): whatever went wrong, the server saw no request.
+            failure = _unsent(failure, request)
         failure.method, failure.url = where["method"], where["url"]
         # Raised here, outside the handlers, so that the foreign error is only
         # the cause we chose to keep, never an implicit context.
@@ -228,6 +242,54 @@ async def _read_bounded(resp: aiohttp.ClientResponse, request: Request) -> bytes
             )
         parts.append(block)
     return b"".join(parts)
+
+
+class _Progress:
+    """How far one request got: written to the connection, or not yet."""
+
+    __slots__ = ("on_sent", "started", "written")
+
+    def __init__(self, on_sent: Callable[[], None] | None) -> None:
+        self.on_sent = on_sent
+        self.started = False  # aiohttp's tracing saw the request start (it reports progress)
+        self.written = False
+
+
+async def _headers_sent(
+    session: aiohttp.ClientSession, context: Any, params: aiohttp.TraceRequestHeadersSentParams
+) -> None:
+    progress = context.trace_request_ctx
+    if isinstance(progress, _Progress) and not progress.written:
+        progress.written = True
+        if progress.on_sent is not None:
+            progress.on_sent()
+
+
+async def _request_start(
+    session: aiohttp.ClientSession, context: Any, params: aiohttp.TraceRequestStartParams
+) -> None:
+    progress = context.trace_request_ctx
+    if isinstance(progress, _Progress):
+        progress.started = True
+
+
+_WRITTEN = aiohttp.TraceConfig()
+_WRITTEN.on_request_start.append(_request_start)
+_WRITTEN.on_request_headers_sent.append(_headers_sent)
+_WRITTEN.freeze()
+
+
+def _unsent(failure: TransportError, request: Request) -> TransportError:
+    """A failure before the request was written: the server cannot have applied it."""
+    if isinstance(failure, ReadTimeoutError):
+        return ConnectTimeoutError(
+            f"timed out before the request to {_host(request)} was sent "
+            "(connecting, the TLS handshake or the proxy)"
+        )
+    return ConnectError(
+        f"{failure} before the request to {_host(request)} was sent "
+        "(connecting, the TLS handshake or the proxy)"
+    )
 
 
 def _host(request: Request) -> str:
@@ -289,8 +351,12 @@ def _scrubbed(exc: BaseException) -> BaseException | None:
         chain.append(current)
         if isinstance(current, aiohttp.ClientResponseError):
             info = current.request_info
+            # A proxy's URL (CONNECT refused) carries its user and password.
             current.request_info = aiohttp.RequestInfo(
-                info.url, info.method, CIMultiDictProxy(CIMultiDict()), info.real_url
+                info.url.with_user(None),
+                info.method,
+                CIMultiDictProxy(CIMultiDict()),
+                info.real_url.with_user(None),
             )
             current.args = (current.request_info, current.history)
             current.headers = None
@@ -325,6 +391,8 @@ class MockTransport:
     async def send(self, request: Request) -> Response:
         if self.closed:
             raise RuntimeError("transport is closed")
+        if request.on_sent is not None:
+            request.on_sent()  # a handler is the server: it has the request
         result = self._handler(request)
         if inspect.isawaitable(result):
             result = await result

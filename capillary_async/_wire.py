@@ -70,6 +70,15 @@ def checked_headers(headers: Mapping[str, str]) -> dict[str, str]:
     for name, value in headers.items():
         if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
             raise ValueError("headers: a header name is empty or not a valid HTTP token")
+        if name.lower() in _OURS:
+            raise ValueError(
+                f"headers: {name} is set by the client (the body's framing, the host, "
+                "credentials, cookies): it cannot be given"
+            )
+        if isinstance(value, str) and len(value) > _MAX_VALUE:
+            raise ValueError(
+                f"headers: the value of {name} is longer than {_MAX_VALUE:,} characters"
+            )
         if not isinstance(value, str) or not _HEADER_VALUE.fullmatch(value):
             raise ValueError(
                 f"headers: the value of {name} holds control characters or non-ASCII text, "
@@ -80,3 +89,12 @@ def checked_headers(headers: Mapping[str, str]) -> dict[str, str]:
 
 _HEADER_NAME = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _HEADER_VALUE = re.compile(r"[\x20-\x7e]*")
+#: Headers the client sets itself: given by a caller, they would break the request's
+#: framing (a body cut short, a smuggled one), its target, or carry credentials and
+#: cookies that never belong in extra headers.
+_OURS = frozenset(
+    {"content-length", "transfer-encoding", "connection", "host", "te", "upgrade", "trailer"}
+    | {"authorization", "proxy-authorization", "cookie", "x-cap-api-oauth-token"}
+)
+#: The longest extra header value taken (servers refuse much less).
+_MAX_VALUE = 8192

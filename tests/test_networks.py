@@ -10,6 +10,7 @@ import contextlib
 import json
 import ssl
 import subprocess
+import traceback
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -24,11 +25,14 @@ from capillary_async import (
     BasicAuth,
     CapillaryClient,
     ConnectError,
+    DeadlineExceededError,
+    OutcomeUnknownError,
     RetryPolicy,
 )
 from capillary_async.testing import Emulator, sample_expiry_updates
 
 from .redis_server import need
+from .test_hostile import client_with, item, success_for
 
 PROXY_USER, PROXY_PASSWORD = "corp.user", "Pr0xy-S3cret-pw!"
 
@@ -134,6 +138,22 @@ async def tls_server(cert: Path, key: Path, handler: Any) -> AsyncIterator[str]:
 async def refused_empty(request: aiohttp.web.Request) -> aiohttp.web.Response:
     body = {"errors": [{"code": 8931, "message": "Points expiry update request is empty"}]}
     return aiohttp.web.json_response(body, status=400)
+
+
+@contextlib.asynccontextmanager
+async def serving(handler: Any) -> AsyncIterator[str]:
+    """``handler`` as updateExpiry on a loopback port."""
+    app = aiohttp.web.Application()
+    app.router.add_post("/v2/points/updateExpiry", handler)
+    runner = aiohttp.web.AppRunner(app)
+    await runner.setup()
+    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
 
 
 def no_retries(**kwargs: Any) -> dict[str, Any]:
@@ -287,3 +307,96 @@ def socket_port() -> Any:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         yield sock.getsockname()[1]
+
+
+# -- found by a hostile review -----------------------------------------------------------------
+
+
+class ConnectProxy:
+    """A proxy that answers CONNECT with garbage, or never answers."""
+
+    def __init__(self, *, hang: bool) -> None:
+        self.hang = hang
+        self.port = 0
+        self._server: asyncio.AbstractServer | None = None
+        self._release = asyncio.Event()
+        self._handlers: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> ConnectProxy:
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._release.set()
+        await asyncio.gather(*self._handlers, return_exceptions=True)
+        assert self._server is not None
+        self._server.close()
+        await self._server.wait_closed()
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._handlers.add(task)
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            await reader.readuntil(b"\r\n\r\n")
+            if self.hang:
+                await self._release.wait()
+            else:
+                writer.write(b"garbage\r\n\r\n")
+                await writer.drain()
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+@pytest.mark.parametrize(
+    "userinfo",
+    ["alice:TOKEN%40ONLY%2Fpw9", "TOKENONLYSECRET123456", f"{PROXY_USER}:{PROXY_PASSWORD}"],
+)
+async def test_a_proxy_failing_its_connect_is_not_sent_and_names_no_secret(userinfo: str) -> None:
+    async with ConnectProxy(hang=False) as proxy:
+        url = f"http://{userinfo}@127.0.0.1:{proxy.port}"
+        async with CapillaryClient("https://127.0.0.1:9", **no_retries(proxy=url)) as client:
+            with pytest.raises(ConnectError) as info:  # not OutcomeUnknownError: nothing sent
+                await client.points.update_expiry([item(1, "FIXED_DAYS")])
+    assert not isinstance(info.value, OutcomeUnknownError)
+    text = "".join(traceback.format_exception(info.value)) + repr(info.value)
+    for secret in ("TOKEN%40ONLY%2Fpw9", "TOKEN@ONLY/pw9", "TOKENONLYSECRET123456", PROXY_PASSWORD):
+        assert secret not in text
+
+
+async def test_a_deadline_that_runs_out_before_anything_is_written_is_not_sent() -> None:
+    async with ConnectProxy(
+        hang=True
+    ) as silent:  # accepts, and never answers: a TLS handshake hangs
+        url = f"https://127.0.0.1:{silent.port}"
+        async with CapillaryClient(url, **no_retries()) as client:
+            with pytest.raises(DeadlineExceededError) as info:
+                await client.points.update_expiry([item(1, "FIXED_DAYS")], deadline=0.2)
+    assert info.value.sent is False
+    assert info.value.attempts == 1
+
+
+async def test_raw_headers_echoing_credentials_are_redacted() -> None:
+    async def echo(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        headers = {"X-Debug-Auth": request.headers.get("Authorization", "")}
+        body = {"currencyExpiryUpdateResponse": [], "failures": []}
+        return aiohttp.web.json_response(body, headers=headers)
+
+    auth = BasicAuth("till.user", "Raw-S3cret-pw!")
+    async with serving(echo) as url, CapillaryClient(url, auth=auth) as client:
+        raw = await client.points.with_raw_response.update_expiry([item(1)])
+    assert auth.header_value.split(" ", 1)[1] not in raw.headers["x-debug-auth"]
+    assert "<redacted>" in raw.headers["x-debug-auth"]
+
+
+async def test_headers_that_would_break_the_request_are_refused() -> None:
+    async with client_with(success_for) as client:
+        for name in ("Content-Length", "transfer-encoding", "Host", "Cookie", "Authorization"):
+            with pytest.raises(ValueError, match=f"headers: {name} is set by the client"):
+                await client.points.update_expiry([item(1)], headers={name: "2"})
+        with pytest.raises(ValueError, match="longer than 8,192 characters"):
+            client.with_options(headers={"X-A": "a" * 9000})
+    with pytest.raises(TypeError, match=r"session: expected an aiohttp\.ClientSession"):
+        CapillaryClient("https://eu.api.capillarytech.com", **no_retries(session=object()))

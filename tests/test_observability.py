@@ -168,3 +168,14 @@ async def test_no_secret_reaches_a_records_structured_fields(
     seen += " ".join(str(event.error) + str(event.request_id) for event in events)
     for secret in secret_forms(kind):
         assert secret not in seen
+
+
+async def test_a_query_written_into_the_path_is_kept_out_of_logs(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="capillary_async")
+    async with client_with(success_for) as client:
+        body = {"expiryDateUpdateRequest": []}
+        await client.request("POST", "/v2/points/updateExpiry?apikey=SECRETQUERY", json=body)
+    assert "SECRETQUERY" not in caplog.text
+    assert {getattr(r, "path", None) for r in caplog.records} == {"/v2/points/updateExpiry"}
