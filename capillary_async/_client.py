@@ -104,6 +104,16 @@ class CapillaryClient(Sender):
             raise TypeError("auth: expected BasicAuth, OAuthCredentials or BearerToken")
         if session is not None and transport is not None:
             raise ValueError("pass either session or transport, not both")
+        if transport is not None and (
+            proxy is not None
+            or ssl is not None
+            or trust_env
+            or not isinstance(max_connections, _Unset)
+        ):
+            raise ValueError(
+                "transport: it makes its own connections; proxy, ssl, trust_env and "
+                "max_connections cannot apply to it"
+            )
         self.cluster = base_url if isinstance(base_url, Cluster) else None
         self.base_url = resolve_base_url(base_url, allow_insecure=allow_insecure)
         network = network_options(

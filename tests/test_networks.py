@@ -400,3 +400,15 @@ async def test_headers_that_would_break_the_request_are_refused() -> None:
             client.with_options(headers={"X-A": "a" * 9000})
     with pytest.raises(TypeError, match=r"session: expected an aiohttp\.ClientSession"):
         CapillaryClient("https://eu.api.capillarytech.com", **no_retries(session=object()))
+
+
+def test_network_options_are_refused_with_a_transport_of_ones_own() -> None:
+    from capillary_async import MockTransport
+
+    for option, value in (("proxy", "http://127.0.0.1:3128"), ("ssl", False), ("trust_env", True)):
+        with pytest.raises(ValueError, match="transport: it makes its own connections"):
+            CapillaryClient(
+                "http://127.0.0.1:9",
+                transport=MockTransport(success_for),
+                **no_retries(**{option: value}),
+            )
