@@ -275,10 +275,7 @@ class CapillaryClient(Sender):
         method but POST and PATCH) says whether the request may be repeated
         after a failure that leaves its outcome unknown.
         """
-        method = method.upper()
-        if idempotent is None:
-            idempotent = method not in ("POST", "PATCH")
-        reply = await self._request(
+        raw = await self.with_raw_response.request(
             method,
             path,
             json=json,
@@ -289,7 +286,7 @@ class CapillaryClient(Sender):
             deadline=deadline,
             idempotent=idempotent,
         )
-        return reply.body
+        return raw.body
 
     @property
     def with_raw_response(self) -> RawClient:

@@ -36,6 +36,7 @@ from capillary_async.cli._run import ApplyOptions, apply
 from capillary_async.testing import Emulator, Faults, write_csv, write_jsonl
 
 from .conftest import FakeClock, open_db
+from .loopback import serving
 from .test_cli import SECRET, cli_env, journal_states, mixed, run_cli, sample, start
 from .test_hostile import MALFORMED, RawServer, secret_forms
 from .test_hostile import auth_for as hostile_auth
@@ -522,21 +523,6 @@ async def test_a_report_that_cannot_be_written_at_the_end_keeps_the_journal(
 
 
 # -- foreign text -------------------------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def serving(handler: Any) -> AsyncIterator[str]:
-    """``handler`` as updateExpiry on a loopback port, for answers the emulator never gives."""
-    app = aiohttp.web.Application()
-    app.router.add_post("/v2/points/updateExpiry", handler)
-    runner = aiohttp.web.AppRunner(app)
-    await runner.setup()
-    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
-    finally:
-        await runner.cleanup()
 
 
 @pytest.fixture

@@ -11,7 +11,6 @@ import json
 import ssl
 import subprocess
 import traceback
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +30,7 @@ from capillary_async import (
 )
 from capillary_async.testing import Emulator, sample_expiry_updates
 
+from .loopback import serving
 from .redis_server import need
 from .test_hostile import client_with, item, success_for
 
@@ -118,42 +118,9 @@ def make_ca(directory: Path) -> tuple[Path, Path, Path]:
     return ca, cert, key
 
 
-@contextlib.asynccontextmanager
-async def tls_server(cert: Path, key: Path, handler: Any) -> AsyncIterator[str]:
-    app = aiohttp.web.Application()
-    app.router.add_post("/v2/points/updateExpiry", handler)
-    runner = aiohttp.web.AppRunner(app)
-    await runner.setup()
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert, key)
-    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0, ssl_context=context)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"https://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
-
-
 async def refused_empty(request: aiohttp.web.Request) -> aiohttp.web.Response:
     body = {"errors": [{"code": 8931, "message": "Points expiry update request is empty"}]}
     return aiohttp.web.json_response(body, status=400)
-
-
-@contextlib.asynccontextmanager
-async def serving(handler: Any) -> AsyncIterator[str]:
-    """``handler`` as updateExpiry on a loopback port."""
-    app = aiohttp.web.Application()
-    app.router.add_post("/v2/points/updateExpiry", handler)
-    runner = aiohttp.web.AppRunner(app)
-    await runner.setup()
-    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        await runner.cleanup()
 
 
 def no_retries(**kwargs: Any) -> dict[str, Any]:
@@ -238,7 +205,9 @@ def test_bad_proxies_are_refused_without_quoting_them() -> None:
 
 async def test_a_private_ca_is_trusted_through_an_ssl_context(tmp_path: Path) -> None:
     ca, cert, key = make_ca(tmp_path)
-    async with tls_server(cert, key, refused_empty) as url:
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_context.load_cert_chain(cert, key)
+    async with serving(refused_empty, ssl_context=server_context) as url:
         async with CapillaryClient(url, **no_retries()) as client:
             with pytest.raises(ConnectError, match=r"certificate of 127.0.0.1:\d+ could not be"):
                 await client.check()  # not trusted by default
@@ -261,17 +230,9 @@ async def test_a_session_with_hostile_defaults_lends_only_its_pool() -> None:
         seen.append(dict(request.headers))
         return await refused_empty(request)
 
-    app = aiohttp.web.Application()
-    app.router.add_post("/v2/points/updateExpiry", answer)
-    runner = aiohttp.web.AppRunner(app)
-    await runner.setup()
-    site = aiohttp.web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    url = f"http://127.0.0.1:{port}"
-    jar = aiohttp.CookieJar(unsafe=True)
-    jar.update_cookies({"session": "browser-leftover"}, aiohttp.client.URL(url))
-    try:
+    async with serving(answer) as url:
+        jar = aiohttp.CookieJar(unsafe=True)
+        jar.update_cookies({"session": "browser-leftover"}, aiohttp.client.URL(url))
         async with aiohttp.ClientSession(
             raise_for_status=True,
             cookie_jar=jar,
@@ -296,8 +257,6 @@ async def test_a_session_with_hostile_defaults_lends_only_its_pool() -> None:
             async with aiohttp.ClientSession() as session:
                 with pytest.raises(ValueError, match=f"{option}: cannot apply to a session"):
                     CapillaryClient(url, session=session, **no_retries(**{option: value}))
-    finally:
-        await runner.cleanup()
 
 
 @contextlib.contextmanager

@@ -125,7 +125,7 @@ async def test_per_call_headers_reach_a_real_server() -> None:
 
     from capillary_async import BasicAuth
 
-    from .test_cli_hostile import serving
+    from .loopback import serving
 
     seen: list[str] = []
 

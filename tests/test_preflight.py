@@ -28,8 +28,9 @@ from capillary_async import (
 )
 from capillary_async.testing import Emulator, Faults, write_jsonl
 
+from .loopback import serving
 from .test_cli import SECRET, cli_env, emu, run_cli, sample  # noqa: F401 - emu: a fixture
-from .test_cli_hostile import ESCAPE, in_process, serving
+from .test_cli_hostile import ESCAPE, in_process
 
 
 def client_for(base_url: str, password: str = SECRET) -> CapillaryClient:

@@ -146,12 +146,8 @@ def _show_ref(key: Hashable) -> str:
     return excerpt(f"{ref_id}/{ref_type}", 120)
 
 
-class ExpirySpec:
-    """updateExpiry in bulk: chunks of many items, matched back by points-awarded ref."""
-
-    kind = "expiry"
-    method, path = "POST", UPDATE_EXPIRY_PATH
-    max_chunk_size: int | None = None
+class _OnClient:
+    """A spec's request settings: the client, and the job's timeout and headers."""
 
     def __init__(
         self,
@@ -162,6 +158,14 @@ class ExpirySpec:
         self._client = client
         self._timeout = timeout
         self._headers = headers
+
+
+class ExpirySpec(_OnClient):
+    """updateExpiry in bulk: chunks of many items, matched back by points-awarded ref."""
+
+    kind = "expiry"
+    method, path = "POST", UPDATE_EXPIRY_PATH
+    max_chunk_size: int | None = None
 
     def prepare(self, raw: object) -> ExpiryUpdate:
         return prepare_model(ExpiryUpdate, raw, "an ExpiryUpdate")
@@ -292,22 +296,12 @@ class ExpirySpec:
         return _json_ready(item)
 
 
-class RedemptionSpec:
+class RedemptionSpec(_OnClient):
     """updateRedemption in bulk: the API takes one redemption per request."""
 
     kind = "redemption"
     method, path = "PUT", UPDATE_REDEMPTION_PATH
     max_chunk_size: int | None = 1
-
-    def __init__(
-        self,
-        client: CapillaryClient,
-        timeout: Timeouts | float | _Unset | None,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        self._client = client
-        self._timeout = timeout
-        self._headers = headers
 
     def prepare(self, raw: object) -> RedemptionUpdate:
         return prepare_model(RedemptionUpdate, raw, "a RedemptionUpdate")
