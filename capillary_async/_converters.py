@@ -288,7 +288,7 @@ _EXPIRY_DATE_KEYS = frozenset({"expiryType", "expiryValue"})
 _STANDARD_META_KEYS = frozenset({"who_raised", "who_approved", "reason_for_trigger"})
 
 
-def _direct_expiry_update(data: Mapping[str, Any]) -> m.ExpiryUpdate:
+def direct_expiry_update(data: Mapping[str, Any]) -> m.ExpiryUpdate:
     """The common case of a bulk job's input, built without cattrs' generic machinery.
 
     The attrs converters still check every rule. Anything unusual raises, and
@@ -335,7 +335,7 @@ def from_wire(cls: type[T], data: Any, *, strict: bool = False, path: str = "") 
     """
     if cls is m.ExpiryUpdate and type(data) is dict:
         try:
-            return _direct_expiry_update(data)  # type: ignore[return-value]
+            return direct_expiry_update(data)  # type: ignore[return-value]
         except Exception:  # noqa: BLE001, S110 - the general path below decides
             pass
     if not strict:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json as jsonlib
+import math
 import platform
 import re
 from collections.abc import Mapping
@@ -85,16 +86,13 @@ def _has_odd_float(value: Any) -> bool:
     while stack:
         item = stack.pop()
         if type(item) is float:
-            if item != item or item in (_INF, -_INF):
+            if not math.isfinite(item):
                 return True
         elif isinstance(item, Mapping):
             stack.extend(item.values())
         elif isinstance(item, (list, tuple)):
             stack.extend(item)
     return False
-
-
-_INF = float("inf")
 
 
 def user_agent() -> str:

@@ -271,7 +271,7 @@ class Job(Reading[ItemT], Recovery, Generic[ItemT, ResultT]):
             await send_fast(out, outcome)
             self._held.give()
         if placed and outcomes:
-            self.chunker.release((o.index, o.item) for o in outcomes)
+            self.chunker.release((o.index, o._item) for o in outcomes)
             self._changed.set()
         if chunk is not None:
             self._unfinished -= 1

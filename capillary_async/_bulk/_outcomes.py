@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 
-__all__ = ["ItemOutcome", "Lazy", "Merged", "OutcomeStatus", "Progress", "Verdict"]
+__all__ = ["ItemOutcome", "Lazy", "Merged", "OutcomeStatus", "Prepared", "Progress", "Verdict"]
 
 
 class OutcomeStatus(str, enum.Enum):
@@ -43,7 +43,40 @@ class Lazy:
         return "<not read yet>"
 
 
-@attrs.frozen
+class Prepared:
+    """An input item checked by its model's rules, held in the wire form it is sent as.
+
+    A bulk job needs only the wire form, the key and whether resending is
+    safe; the model is built the first time someone reads ``ItemOutcome.item``.
+    """
+
+    __slots__ = ("_model", "idempotent", "key", "wire")
+
+    def __init__(self, wire: dict[str, Any], key: Any, idempotent: bool, model: Any = None) -> None:
+        self.wire = wire
+        self.key = key
+        self.idempotent = idempotent
+        self._model = model
+
+    def model(self) -> Any:
+        model = self._model
+        if model is None:
+            model = self._model = self.build(self.wire)
+        return model
+
+    def build(self, wire: dict[str, Any]) -> Any:
+        """The model of a wire form this class checked (a subclass knows its model)."""
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        return repr(self.model())
+
+
+def _model_of(item: Any) -> Any:
+    return item.model() if isinstance(item, Prepared) else item
+
+
+@attrs.frozen(repr=False)
 class ItemOutcome:
     """The one outcome of one input item.
 
@@ -65,7 +98,7 @@ class ItemOutcome:
     """
 
     index: int
-    item: Any
+    _item: Any = attrs.field(eq=_model_of)
     status: OutcomeStatus
     _update: Any = None
     error_code: int | None = None
@@ -76,6 +109,18 @@ class ItemOutcome:
     line: int | None = None
     #: The outcome was read from the journal of an earlier run: not sent by this one.
     resumed: bool = False
+
+    @property
+    def item(self) -> Any:
+        """The model sent (or the raw input, when it never became one)."""
+        return _model_of(self._item)
+
+    def __repr__(self) -> str:
+        fields = ", ".join(
+            f"{a.alias}={self.item if a.name == '_item' else getattr(self, a.name)!r}"
+            for a in attrs.fields(ItemOutcome)
+        )
+        return f"ItemOutcome({fields})"
 
     @property
     def update(self) -> Any:

@@ -176,7 +176,7 @@ class BulkReport:
         return {
             "index": outcome.index,
             "line": outcome.line,
-            **self._describe(outcome.item),
+            **self._describe(outcome._item),
             "status": outcome.status.value,
             "error_code": outcome.error_code,
             "error_message": outcome.error_message,
@@ -186,7 +186,7 @@ class BulkReport:
     def _rows(self) -> Iterator[dict[str, Any]]:
         """What the writers write: from the journal when there is one (the whole input)."""
         if self.keep_all:
-            return (self._row(o) | {"item": self._wire(o.item)} for o in self.outcomes())
+            return (self._row(o) | {"item": self._wire(o._item)} for o in self.outcomes())
         if self._journal_rows is not None:
             if self.journal_complete:  # even after a failure, if the last write made it
                 return self._journal_rows()
@@ -195,7 +195,7 @@ class BulkReport:
                     f"the rows cannot be listed: the journal {self.journal} does not hold "
                     "every outcome of this run, and the report kept none in memory"
                 )
-        return (self._row(o) | {"item": self._wire(o.item)} for o in self.failures())
+        return (self._row(o) | {"item": self._wire(o._item)} for o in self.failures())
 
     def to_json(self, path: str | Path) -> None:
         """The summary and each non-succeeded outcome (every one with ``keep_all``), streamed.

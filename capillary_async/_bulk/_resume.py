@@ -340,7 +340,7 @@ class Resumer:
                 index,
                 line,
                 outcome.status.value,
-                *self._refs(outcome.item),
+                *self._refs(outcome._item),
                 outcome.error_code,
                 message,
                 outcome.request_id,

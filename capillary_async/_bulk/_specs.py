@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 import attrs
 
 from .._config import Timeouts
-from .._converters import from_wire, split_expiry_envelope, to_wire
+from .._converters import direct_expiry_update, from_wire, split_expiry_envelope, to_wire
 from .._endpoints import (
     EXPIRY_LIST_FIELD,
     UPDATE_EXPIRY_PATH,
@@ -23,9 +23,10 @@ from .._endpoints import (
 )
 from .._enums import PointsAwardedRefType
 from .._exceptions import CapillaryError, ValidationError, excerpt
+from .._fast_expiry import checked_wire
 from .._models import ExpiryUpdate, ExpiryUpdateEntry, Redemption, RedemptionUpdate
 from .._types import AcceptFn, BeforeSend, Reply, _Unset
-from ._outcomes import Lazy, Merged, OutcomeStatus, Verdict
+from ._outcomes import Lazy, Merged, OutcomeStatus, Prepared, Verdict
 
 if TYPE_CHECKING:
     from .._client import CapillaryClient
@@ -116,6 +117,8 @@ def prepare_model(cls: type[_M], raw: object, what: str) -> _M:
 
 
 def _json_ready(item: Any) -> Any:
+    if isinstance(item, Prepared):
+        return item.wire
     if attrs.has(type(item)):
         return to_wire(item)
     return (
@@ -160,31 +163,48 @@ class _OnClient:
         self._headers = headers
 
 
+class _ExpiryItem(Prepared):
+    __slots__ = ()
+
+    def build(self, wire: dict[str, Any]) -> ExpiryUpdate:
+        return direct_expiry_update(wire)
+
+
 class ExpirySpec(_OnClient):
-    """updateExpiry in bulk: chunks of many items, matched back by points-awarded ref."""
+    """updateExpiry in bulk: chunks of many items, matched back by points-awarded ref.
+
+    Items are held in their wire form: a plain mapping the model would take as
+    it is is checked in place (``checked_wire``), anything else goes through
+    the model. Either way each item is turned into JSON-ready form once.
+    """
 
     kind = "expiry"
     method, path = "POST", UPDATE_EXPIRY_PATH
     max_chunk_size: int | None = None
 
-    def prepare(self, raw: object) -> ExpiryUpdate:
-        return prepare_model(ExpiryUpdate, raw, "an ExpiryUpdate")
+    def prepare(self, raw: object) -> _ExpiryItem:
+        checked = checked_wire(raw)
+        if checked is not None:
+            return _ExpiryItem(*checked)
+        model = prepare_model(ExpiryUpdate, raw, "an ExpiryUpdate")
+        return _ExpiryItem(to_wire(model), model.ref, model.idempotent, model)
 
-    def key(self, item: ExpiryUpdate) -> Hashable:
-        return (item.points_awarded_ref_id, item.points_awarded_ref_type)
+    def key(self, item: _ExpiryItem) -> Hashable:
+        key: Hashable = item.key
+        return key
 
-    def idempotent(self, item: ExpiryUpdate) -> bool:
+    def idempotent(self, item: _ExpiryItem) -> bool:
         return item.idempotent
 
     async def send(
-        self, items: list[ExpiryUpdate], before_send: BeforeSend | None = None
+        self, items: list[_ExpiryItem], before_send: BeforeSend | None = None
     ) -> tuple[Any, str | None]:
         # One attempt: the engine decides about retries, per chunk and item.
         reply = await _attempt(
             self._client,
             "POST",
             UPDATE_EXPIRY_PATH,
-            {EXPIRY_LIST_FIELD: to_wire(items)},
+            {EXPIRY_LIST_FIELD: [item.wire for item in items]},
             self._timeout,
             expiry_body_is_data,
             before_send,
@@ -196,7 +216,7 @@ class ExpirySpec(_OnClient):
             raise unexpected_shape(reply, exc) from exc
         return (updates, failures), reply.request_id
 
-    def merge(self, chunk: Sequence[tuple[int, ExpiryUpdate]], result: Any) -> Merged:
+    def merge(self, chunk: Sequence[tuple[int, _ExpiryItem]], result: Any) -> Merged:
         """Match raw answer entries to items by ref; success entries are parsed on access.
 
         Oddities are summed per answer (one line each kind), never one per item.
@@ -207,7 +227,7 @@ class ExpirySpec(_OnClient):
         surplus = max(0, len(updates) + len(failures) - room)
         updates = updates[:room]
         failures = failures[: max(0, room - len(updates))]
-        by_key = {self.key(item): (index, item) for index, item in chunk}
+        by_key = {item.key: (index, item) for index, item in chunk}
         decided: dict[Hashable, tuple[OutcomeStatus, Any, int | None, str | None]] = {}
         nameless: int = 0
         strangers: list[Hashable] = []
@@ -249,7 +269,7 @@ class ExpirySpec(_OnClient):
         outcomes = []
         for index, item in chunk:
             status, update, code, message = decided.get(
-                self.key(item),
+                item.key,
                 (
                     OutcomeStatus.UNKNOWN,
                     None,
@@ -281,6 +301,8 @@ class ExpirySpec(_OnClient):
         return Merged(outcomes, anomalies)
 
     def describe(self, item: Any) -> dict[str, Any]:
+        if isinstance(item, Prepared):
+            item = item.wire
         if isinstance(item, ExpiryUpdate):
             return {
                 "pointsAwardedRefId": item.points_awarded_ref_id,
