@@ -241,8 +241,7 @@ def _per_call(
 
 async def _drain(job: contextlib.AbstractAsyncContextManager[OutcomeStream]) -> BulkReport:
     async with job as outcomes:
-        async for _ in outcomes:
-            pass
+        await outcomes._exhaust()
     return outcomes.report
 
 

@@ -204,7 +204,7 @@ async def test_overlapping_shards_of_one_file_are_refused_while_one_runs(
             "--journal", str(tmp_path / journal), "--chunk-size", "1", "--concurrency", "1",
         ]  # fmt: skip
 
-    emu.latency = 0.05  # the first run takes about a second: time for the others to try
+    emu.latency = 0.5  # the first run takes 15 s at this pace: time for the others to try
     first = await start(*args("1/2", "a.db"), env=env)
     for _ in range(3000):
         if emu.stats.requests >= 3:  # its preflight and a row or two: it holds its claim
@@ -216,9 +216,9 @@ async def test_overlapping_shards_of_one_file_are_refused_while_one_runs(
         assert f"--shard: shard {shard} of this input is held by pid {first.pid} on" in err
         assert "claimed as 1/2" in err
         assert "this run sent nothing" in err
+    emu.latency = 0.0
     code, _, err = await run_cli(*args("2/2", "b.db"), env=env)  # the other rows: allowed
     assert code == 0, err
-    emu.latency = 0.0
     _, first_err = await first.communicate()
     assert first.returncode == 0, first_err.decode()
     assert all(emu.audit.times_applied(i["pointsAwardedRefId"], i["pointsAwardedRefType"]) == 1

@@ -969,7 +969,7 @@ async def test_a_stop_while_a_chunk_is_being_recorded_keeps_it_home() -> None:
         send, receive = anyio.create_memory_object_stream[Any](10)
         async with receive, anyio.create_task_group() as tg:
             tg.start_soon(job.run, send)
-            outcomes = [o async for o in receive]
+            outcomes = [o async for batch in receive for o in batch]
     assert len(sent) == 1
     assert [o.status for o in outcomes] == [OutcomeStatus.SUCCEEDED] * 2 + [
         OutcomeStatus.NOT_ATTEMPTED

@@ -136,7 +136,7 @@ class Job(Reading[ItemT], Recovery, Generic[ItemT, ResultT]):
         self._finalized: set[int] = set()
         self._watermark = 0
         self._started = clock.monotonic()
-        self._out: MemoryObjectSendStream[ItemOutcome] | None = None
+        self._out: MemoryObjectSendStream[list[ItemOutcome]] | None = None
         self._task_group: anyio.abc.TaskGroup | None = None
         self._parked: set[anyio.CancelScope] = set()
         #: Chunks waiting for a slot of the job's or the client's pace (not yet sent).
@@ -160,7 +160,7 @@ class Job(Reading[ItemT], Recovery, Generic[ItemT, ResultT]):
 
     # -- running -----------------------------------------------------------------------
 
-    async def run(self, out: MemoryObjectSendStream[ItemOutcome]) -> None:
+    async def run(self, out: MemoryObjectSendStream[list[ItemOutcome]]) -> None:
         """Run to the end, sending every outcome to ``out`` (closed when done)."""
         self._out = out
         self._started = self.clock.monotonic()
@@ -260,16 +260,21 @@ class Job(Reading[ItemT], Recovery, Generic[ItemT, ResultT]):
         if out is None:
             raise RuntimeError("the job is not running")
         report, finalized, hooks = self.report, self._finalized, self.hooks
+        add = report._add
         for outcome in outcomes:
-            report._add(outcome)
+            add(outcome)
             if hooks is not None:
                 await hooks.on_final(outcome)
             finalized.add(outcome.index)
-            while self._watermark in finalized:
-                finalized.discard(self._watermark)
-                self._watermark += 1
-            await send_fast(out, outcome)
-            self._held.give()
+        watermark = self._watermark
+        while watermark in finalized:
+            finalized.discard(watermark)
+            watermark += 1
+        self._watermark = watermark
+        if outcomes:
+            # One message per call, not per item: the stream's reader unpacks it.
+            await send_fast(out, list(outcomes))
+            self._held.give(len(outcomes))
         if placed and outcomes:
             self.chunker.release((o.index, o._item) for o in outcomes)
             self._changed.set()
@@ -473,20 +478,20 @@ class Job(Reading[ItemT], Recovery, Generic[ItemT, ResultT]):
         for note in merged.anomalies:
             self._note_anomaly(f"request {request_id}: {note}")
         outcomes = []
-        for v in merged.verdicts:
-            status, text = v.status, v.error_message
-            settled = status in (SUCCEEDED, FAILED)
-            if status is FAILED and chunk.maybe_applied:
+        make = ItemOutcome
+        lines = self._lines
+        maybe = chunk.maybe_applied
+        for index, item, said, update, code, text in merged.verdicts:
+            status, why, settled = said, text, said is SUCCEEDED or said is FAILED
+            if said is FAILED and maybe:
                 # Refused now, but an earlier attempt may have landed: a refusal
                 # cannot prove it did not. Only a success settles such an item.
                 status, settled = UNKNOWN, False
-                text = f"refused on a retry after an attempt that may have applied it: {text}"
-            text = None if text is None else excerpt(text)
-            outcomes.append(
-                self._outcome(
-                    v.index, v.item, status, v.update, v.error_code, text, request_id, settled
+                why = excerpt(
+                    f"refused on a retry after an attempt that may have applied it: {text}"
                 )
-            )
+            line = lines.pop(index, None) if lines else None
+            outcomes.append(make(index, item, status, update, code, why, request_id, settled, line))
         await self._final(outcomes, chunk=chunk)
 
 

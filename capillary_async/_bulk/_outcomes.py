@@ -34,10 +34,15 @@ class OutcomeStatus(str, enum.Enum):
 class Lazy:
     """A value built on first use: most bulk jobs never look at the success entries."""
 
-    __slots__ = ("load",)
+    __slots__ = ("_build", "_data")
 
-    def __init__(self, load: Callable[[], Any]) -> None:
-        self.load = load
+    def __init__(self, build: Callable[[Any], Any], data: Any) -> None:
+        self._build = build
+        self._data = data
+
+    def load(self) -> Any:
+        """The value, built from the wire data kept."""
+        return self._build(self._data)
 
     def __repr__(self) -> str:
         return "<not read yet>"
@@ -176,16 +181,9 @@ class Progress:
     chunk_size: int
 
 
-@attrs.frozen
-class Verdict:
-    """What an answer says of one item of the chunk sent (before the engine's own rules)."""
-
-    index: int
-    item: Any
-    status: OutcomeStatus
-    update: Any = None
-    error_code: int | None = None
-    error_message: str | None = None
+#: What an answer says of one item of the chunk sent, before the engine's own rules:
+#: ``(index, item, status, update, error_code, error_message)``. A tuple: one per item.
+Verdict = tuple[int, Any, OutcomeStatus, Any, "int | None", "str | None"]
 
 
 @attrs.frozen

@@ -144,6 +144,57 @@ def _ref_key(ref_id: object, ref_type: object) -> tuple[int, object] | None:
     return (ref_id, ref_type)
 
 
+_REF_MEMBERS: dict[str, Any] = dict(PointsAwardedRefType._value2member_map_)
+SUCCEEDED, FAILED, UNKNOWN = OutcomeStatus.SUCCEEDED, OutcomeStatus.FAILED, OutcomeStatus.UNKNOWN
+_UNMENTIONED = "the answer did not mention this item: it may or may not have been applied"
+_read_entry = functools.partial(from_wire, ExpiryUpdateEntry)
+
+
+def _anomalies(  # noqa: PLR0917 - the counts of one answer, in the order they are told
+    sent: int,
+    nameless: int,
+    strangers: list[Hashable],
+    repeated: list[Hashable],
+    surplus: int,
+    missing: int,
+) -> list[str]:
+    """What looked wrong in one answer, one line per kind."""
+    anomalies: list[str] = []
+    if nameless:
+        anomalies.append(
+            f"the answer holds {nameless} entries that name no readable points-awarded record"
+        )
+    if strangers:
+        anomalies.append(
+            f"the answer names {len(strangers)} records this request did not send "
+            f"(first: {_show_ref(strangers[0])})"
+        )
+    if repeated:
+        anomalies.append(
+            f"the answer names {len(repeated)} records twice; the first entry counts "
+            f"(first: {_show_ref(repeated[0])})"
+        )
+    if surplus:
+        anomalies.append(f"the answer holds {surplus} more entries than it could need; ignored")
+    if missing:
+        anomalies.append(f"the answer left out {missing} of the {sent} items sent")
+    return anomalies
+
+
+def _success_key(entry: Any) -> Hashable | None:
+    """The key of the item a success entry names, or None."""
+    if type(entry) is not dict and not isinstance(entry, Mapping):
+        return None
+    logs = entry.get("pointsExpiryUpdateLogs")
+    if type(logs) is not dict and not isinstance(logs, Mapping):
+        return None
+    ref_id, ref_type = logs.get("paId"), logs.get("paType")
+    # The common case inline: an int and a text (the type, or an unknown one).
+    if type(ref_id) is int and 0 < ref_id < 2**63 and type(ref_type) is str:
+        return (ref_id, _REF_MEMBERS.get(ref_type, ref_type))
+    return _ref_key(ref_id, ref_type)
+
+
 def _show_ref(key: Hashable) -> str:
     ref_id, ref_type = key if isinstance(key, tuple) else (key, None)
     return excerpt(f"{ref_id}/{ref_type}", 120)
@@ -227,77 +278,58 @@ class ExpirySpec(_OnClient):
         surplus = max(0, len(updates) + len(failures) - room)
         updates = updates[:room]
         failures = failures[: max(0, room - len(updates))]
-        by_key = {item.key: (index, item) for index, item in chunk}
+        sent = {item.key for _, item in chunk}
         decided: dict[Hashable, tuple[OutcomeStatus, Any, int | None, str | None]] = {}
         nameless: int = 0
         strangers: list[Hashable] = []
         repeated: list[Hashable] = []
-        answers: list[tuple[Hashable | None, tuple[OutcomeStatus, Any, int | None, str | None]]]
-        answers = []
+
+        def note(
+            key: Hashable | None, decision: tuple[OutcomeStatus, Any, int | None, str | None]
+        ) -> None:
+            nonlocal nameless
+            if key is None:
+                nameless += 1
+            elif key not in sent:
+                strangers.append(key)
+            elif key in decided:
+                repeated.append(key)
+            else:
+                decided[key] = decision
+
         for entry in updates:
-            logs = entry.get("pointsExpiryUpdateLogs") if isinstance(entry, Mapping) else None
-            key = (
-                _ref_key(logs.get("paId"), logs.get("paType"))
-                if isinstance(logs, Mapping)
-                else None
-            )
-            lazy = Lazy(functools.partial(from_wire, ExpiryUpdateEntry, entry))
-            answers.append((key, (OutcomeStatus.SUCCEEDED, lazy, None, None)))
+            key = _success_key(entry)
+            if key is not None and key in sent and key not in decided:
+                decided[key] = (SUCCEEDED, Lazy(_read_entry, entry), None, None)
+            else:
+                note(key, (SUCCEEDED, Lazy(_read_entry, entry), None, None))
+        quoted: dict[str, str] = {}  # a refusal's text, quoted once per answer
         for failure in failures:
             if not isinstance(failure, Mapping):
-                answers.append((None, (OutcomeStatus.FAILED, None, None, None)))
+                note(None, (FAILED, None, None, None))
                 continue
             code = failure.get("errorCode")
             message = failure.get("errorMessage")
-            decision = (
-                OutcomeStatus.FAILED,
-                None,
-                code if type(code) is int and abs(code) < 2**63 else None,
-                excerpt(message) if isinstance(message, str) else "refused by the server",
-            )
-            key = _ref_key(failure.get("pointsAwardedRefId"), failure.get("pointsAwardedRefType"))
-            answers.append((key, decision))
-        for named, verdict in answers:
-            if named is None:
-                nameless += 1
-            elif named not in by_key:
-                strangers.append(named)
-            elif named in decided:
-                repeated.append(named)
+            if isinstance(message, str):
+                text = quoted.get(message)
+                if text is None:
+                    text = quoted[message] = excerpt(message)
             else:
-                decided[named] = verdict
-        outcomes = []
+                text = "refused by the server"
+            note(
+                _ref_key(failure.get("pointsAwardedRefId"), failure.get("pointsAwardedRefType")),
+                (FAILED, None, code if type(code) is int and abs(code) < 2**63 else None, text),
+            )
+        outcomes: list[Verdict] = []
+        missing = 0
         for index, item in chunk:
-            status, update, code, message = decided.get(
-                item.key,
-                (
-                    OutcomeStatus.UNKNOWN,
-                    None,
-                    None,
-                    "the answer did not mention this item: it may or may not have been applied",
-                ),
-            )
-            outcomes.append(Verdict(index, item, status, update, code, message))
-        anomalies: list[str] = []
-        if nameless:
-            anomalies.append(
-                f"the answer holds {nameless} entries that name no readable points-awarded record"
-            )
-        if strangers:
-            anomalies.append(
-                f"the answer names {len(strangers)} records this request did not send "
-                f"(first: {_show_ref(strangers[0])})"
-            )
-        if repeated:
-            anomalies.append(
-                f"the answer names {len(repeated)} records twice; the first entry counts "
-                f"(first: {_show_ref(repeated[0])})"
-            )
-        if surplus:
-            anomalies.append(f"the answer holds {surplus} more entries than it could need; ignored")
-        missing = sum(1 for v in outcomes if v.status is OutcomeStatus.UNKNOWN)
-        if missing:
-            anomalies.append(f"the answer left out {missing} of the {len(chunk)} items sent")
+            found = decided.get(item.key)
+            if found is None:
+                missing += 1
+                outcomes.append((index, item, UNKNOWN, None, None, _UNMENTIONED))
+            else:
+                outcomes.append((index, item, *found))
+        anomalies = _anomalies(len(chunk), nameless, strangers, repeated, surplus, missing)
         return Merged(outcomes, anomalies)
 
     def describe(self, item: Any) -> dict[str, Any]:
@@ -351,7 +383,7 @@ class RedemptionSpec(_OnClient):
         return parse_reply(Redemption, reply), reply.request_id
 
     def merge(self, chunk: Sequence[tuple[int, RedemptionUpdate]], result: Redemption) -> Merged:
-        return Merged([Verdict(i, item, OutcomeStatus.SUCCEEDED, result) for i, item in chunk])
+        return Merged([(i, item, SUCCEEDED, result, None, None) for i, item in chunk])
 
     def describe(self, item: Any) -> dict[str, Any]:
         if isinstance(item, RedemptionUpdate):

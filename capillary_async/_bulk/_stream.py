@@ -30,8 +30,10 @@ if sys.version_info < (3, 11):  # pragma: no cover - anyio brings the backport
 __all__ = ["OutcomeStream", "open_job"]
 
 
-async def receive_fast(stream: MemoryObjectReceiveStream[ItemOutcome]) -> ItemOutcome:
-    """``receive()`` without a checkpoint when an item is already there."""
+async def receive_fast(
+    stream: MemoryObjectReceiveStream[list[ItemOutcome]],
+) -> list[ItemOutcome]:
+    """``receive()`` without a checkpoint when a batch is already there."""
     try:
         return stream.receive_nowait()
     except anyio.WouldBlock:
@@ -62,10 +64,15 @@ class OutcomeStream:
     ``progress()`` the current ``Progress``.
     """
 
-    def __init__(self, receive: MemoryObjectReceiveStream[ItemOutcome], job: Job[Any, Any]):
+    def __init__(
+        self, receive: MemoryObjectReceiveStream[list[ItemOutcome]], job: Job[Any, Any]
+    ) -> None:
         self._receive = receive
         self._job = job
         self.exhausted = False
+        #: The job hands outcomes over in batches (one per chunk); this one is being read.
+        self._batch: list[ItemOutcome] = []
+        self._next = 0
 
     @property
     def report(self) -> BulkReport:
@@ -101,11 +108,28 @@ class OutcomeStream:
         return self
 
     async def __anext__(self) -> ItemOutcome:
+        batch, at = self._batch, self._next
+        if at < len(batch):
+            self._next = at + 1
+            return batch[at]
+        while True:
+            try:
+                batch = await receive_fast(self._receive)
+            except anyio.EndOfStream:
+                self.exhausted = True
+                raise StopAsyncIteration from None
+            if batch:
+                self._batch, self._next = batch, 1
+                return batch[0]
+
+    async def _exhaust(self) -> None:
+        """Read to the end without handing outcomes out one by one (a bulk call's report)."""
+        self._batch, self._next = [], 0
         try:
-            return await receive_fast(self._receive)
+            while True:
+                await receive_fast(self._receive)
         except anyio.EndOfStream:
             self.exhausted = True
-            raise StopAsyncIteration from None
 
 
 @contextlib.asynccontextmanager
@@ -149,7 +173,9 @@ async def open_job(
             drain_on_stop=drain_on_stop,
             on_retry=on_retry,
         )
-        send, receive = anyio.create_memory_object_stream[ItemOutcome](job.chunk_size)
+        # No buffer: a batch is handed over only to a reader that has finished the last
+        # one, so what is read ahead of the caller stays the held items plus one batch.
+        send, receive = anyio.create_memory_object_stream[list[ItemOutcome]](0)
         job.span = _otel.start_job(spec.kind, spec.method, spec.path)
         try:
             async with anyio.create_task_group() as tg:
@@ -185,7 +211,7 @@ async def open_job(
 
 
 async def _run(
-    job: Job[Any, Any], send: MemoryObjectSendStream[ItemOutcome], resumer: Resumer | None
+    job: Job[Any, Any], send: MemoryObjectSendStream[list[ItemOutcome]], resumer: Resumer | None
 ) -> None:
     try:
         await job.run(send)
