@@ -8,8 +8,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
-import attrs
-
 from ._converters import SUCCESS_KEYS, ensure, from_wire
 from ._exceptions import APIError, ValidationError, is_ambiguous_status
 from ._models import ExpiryUpdate
@@ -99,4 +97,6 @@ def parse_reply(cls: type[_R], reply: Reply) -> _R:
         result = from_wire(cls, reply.body)
     except ValidationError as exc:
         raise unexpected_shape(reply, exc) from exc
-    return attrs.evolve(result, request_id=reply.request_id)  # type: ignore[misc]
+    # A fresh model of ours: set in place rather than copied (``attrs.evolve``).
+    object.__setattr__(result, "request_id", reply.request_id)
+    return result

@@ -59,6 +59,11 @@ def _tracer() -> Any:
     return _cached[1]
 
 
+def tracing() -> bool:
+    """Whether spans are being recorded (an SDK is configured)."""
+    return _tracer() is not None
+
+
 @contextlib.contextmanager
 def attempt_span(method: str, path: str, url: str, attempt: int) -> Iterator[Any]:
     """A client span around one HTTP exchange (None when tracing is off)."""

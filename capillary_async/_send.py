@@ -35,7 +35,7 @@ from ._exceptions import (
 from ._limiter import Limiter
 from ._logs import get_logger
 from ._retry import Action, OnRetry, RetryEvent, decide, notify
-from ._transport import AsyncTransport, Request
+from ._transport import AsyncTransport, Request, Response
 from ._types import UNSET, AcceptFn, BeforeSend, Reply, _Unset
 from ._wire import checked_headers, decode, encode, has_errors, text
 
@@ -362,6 +362,21 @@ class Sender:
             )
         return reply
 
+    async def _exchange_traced(
+        self, call: _Call, request: Request, attempt: int, started: float
+    ) -> tuple[Response, str | None]:
+        """The exchange inside a client span (tracing is on)."""
+        with _otel.attempt_span(call.method, call.path, call.url, attempt) as span:
+            try:
+                response = await self._transport.send(request)
+            except TransportError as exc:
+                _otel.finish_attempt(span, error=type(exc).__name__)
+                _log_failure(call, exc, started, attempt)
+                raise
+            request_id = _request_id(response.headers)
+            _otel.finish_attempt(span, status=response.status, request_id=request_id)
+        return response, request_id
+
     async def _send_once(
         self,
         call: _Call,
@@ -386,40 +401,39 @@ class Sender:
         if debug and call.content is not None:
             logger.debug("%s %s request body: %s", call.method, call.path, text(call.content))
         started = time.perf_counter()
-        with _otel.attempt_span(call.method, call.path, call.url, attempt) as span:
+        if _otel.tracing():
+            response, request_id = await self._exchange_traced(call, request, attempt, started)
+        else:  # the common case, without a span's context manager
             try:
                 response = await self._transport.send(request)
             except TransportError as exc:
-                _otel.finish_attempt(span, error=type(exc).__name__)
                 _log_failure(call, exc, started, attempt)
                 raise
-            request_id = next((v for v in map(response.header, _REQUEST_ID_HEADERS) if v), None)
-            if request_id is not None:
-                request_id = excerpt(request_id, 128)
-            _otel.finish_attempt(span, status=response.status, request_id=request_id)
+            request_id = _request_id(response.headers)
         elapsed_ms = (time.perf_counter() - started) * 1000
         # A hostile or broken server may echo the credentials back: they leave
         # here, before the body or a header value becomes any text of ours.
         # (Not a token answer: a token issued again would be garbled; the flow
         # quotes nothing of it but through ``excerpt``, which redacts.)
         content = response.content if call.sensitive else _secrets.redact_bytes(response.content)
-        logger.info(
-            "%s %s -> %d in %.1f ms (attempt %d, request id %s)",
-            call.method,
-            call.path,
-            response.status,
-            elapsed_ms,
-            attempt,
-            request_id,
-            extra={
-                "method": call.method,
-                "path": call.path,
-                "status": response.status,
-                "elapsed_ms": elapsed_ms,
-                "attempt": attempt,
-                "request_id": request_id,
-            },
-        )
+        if logger.isEnabledFor(logging.INFO):
+            logger.info(
+                "%s %s -> %d in %.1f ms (attempt %d, request id %s)",
+                call.method,
+                call.path,
+                response.status,
+                elapsed_ms,
+                attempt,
+                request_id,
+                extra={
+                    "method": call.method,
+                    "path": call.path,
+                    "status": response.status,
+                    "elapsed_ms": elapsed_ms,
+                    "attempt": attempt,
+                    "request_id": request_id,
+                },
+            )
         if debug:
             logger.debug("%s %s response body: %s", call.method, call.path, text(content))
         body = decode(content)
@@ -431,6 +445,14 @@ class Sender:
             request_id=request_id,
             headers=response.headers,
         )
+
+
+def _request_id(headers: Mapping[str, str]) -> str | None:
+    for name in _REQUEST_ID_HEADERS:
+        value = headers.get(name)
+        if value:
+            return excerpt(value, 128)
+    return None
 
 
 def _reason(error: CapillaryError) -> str:
