@@ -27,6 +27,7 @@ from capillary_async import (
     CapillaryClient,
     ExpiryUpdate,
     ExpiryUpdateResult,
+    InputFile,
     RetryPolicy,
     from_wire,
     to_wire,
@@ -38,18 +39,27 @@ FAR = "2099-12-31"
 PATH = "/v2/points/updateExpiry"
 
 
-def items(n: int, *, seed: int, customers: int, apc: int) -> Iterator[dict[str, Any]]:
-    """``n`` valid items for the emulator seeded so, cycling over its records, lazily."""
+def items(
+    n: int, *, seed: int, customers: int, apc: int, refused: float = 0.0
+) -> Iterator[dict[str, Any]]:
+    """``n`` valid items for the emulator seeded so, cycling over its records, lazily.
+
+    ``refused``: the share of items naming a record the emulator does not hold,
+    which it refuses one by one (code 3034) while applying the rest.
+    """
+    every = round(1 / refused) if refused else 0
     produced = 0
     while True:
         now = datetime(2026, 1, 1, tzinfo=timezone.utc)  # expiry dates do not matter here
         awards = seeded_awards(
             random.Random(seed), now, customers=customers, awards_per_customer=apc
         )
-        for customer_id, ref_id, ref_type, _ in awards:
+        for customer_id, held_id, ref_type, _ in awards:
             if produced == n:
                 return
             produced += 1
+            # A share names no record the emulator holds: refused, per item.
+            ref_id = 10**12 + produced if every and produced % every == 0 else held_id
             yield {
                 "identifierName": "id",
                 "identifierValue": str(customer_id),
@@ -78,7 +88,7 @@ def _measure(run: Any) -> dict[str, Any]:
 
 
 async def sdk_bulk(
-    url: str, n: int, chunk: int, concurrency: int, data: dict[str, int]
+    url: str, n: int, chunk: int, concurrency: int, data: dict[str, Any]
 ) -> dict[str, Any]:
     retry = RetryPolicy(max_attempts=8)
     async with CapillaryClient(
@@ -95,11 +105,29 @@ async def sdk_bulk(
         "retried_requests": report.retried_requests,
         "peak_held": report.peak_held,
         "held_limit": report.held_limit,
+        "failed": report.failed,
+    }
+
+
+async def sdk_file(
+    url: str, n: int, chunk: int, concurrency: int, data: dict[str, Any]
+) -> dict[str, Any]:
+    """The library's bulk job over a JSONL file (``path``), as the command line reads it."""
+    async with CapillaryClient(
+        url, auth=BasicAuth("demo", "demo"), max_connections=concurrency
+    ) as client:
+        report = await client.points.bulk_update_expiry(
+            InputFile(data["path"]), chunk_size=chunk, concurrency=concurrency
+        )
+    return {
+        "items": report.total,
+        "succeeded": report.succeeded,
+        "items_per_second": report.items_per_second,
     }
 
 
 async def sdk_stream(
-    url: str, n: int, chunk: int, concurrency: int, data: dict[str, int]
+    url: str, n: int, chunk: int, concurrency: int, data: dict[str, Any]
 ) -> dict[str, Any]:
     succeeded = 0
     async with CapillaryClient(
@@ -120,7 +148,7 @@ async def sdk_stream(
 
 
 async def raw_bulk(
-    url: str, n: int, chunk: int, concurrency: int, data: dict[str, int]
+    url: str, n: int, chunk: int, concurrency: int, data: dict[str, Any]
 ) -> dict[str, Any]:
     """Baseline (a): what a competent user writes without the SDK."""
     semaphore = asyncio.Semaphore(concurrency)
@@ -149,7 +177,7 @@ async def raw_bulk(
 
 
 async def naive_bulk(
-    url: str, n: int, chunk: int, concurrency: int, data: dict[str, int]
+    url: str, n: int, chunk: int, concurrency: int, data: dict[str, Any]
 ) -> dict[str, Any]:
     """Baseline (b): one chunk after another."""
     succeeded = 0
@@ -167,7 +195,7 @@ async def naive_bulk(
 # -- single calls ---------------------------------------------------------------------------
 
 
-def _redemption(data: dict[str, int]) -> dict[str, Any]:
+def _redemption(data: dict[str, Any]) -> dict[str, Any]:
     store = Store()
     store.seed(
         seed=data["seed"],
@@ -189,7 +217,7 @@ def _redemption(data: dict[str, int]) -> dict[str, Any]:
 
 
 async def sdk_single(
-    url: str, n: int, chunk: int, concurrency: int, data: dict[str, int]
+    url: str, n: int, chunk: int, concurrency: int, data: dict[str, Any]
 ) -> dict[str, Any]:
     body = _redemption(data)
     latencies = []
@@ -202,7 +230,7 @@ async def sdk_single(
 
 
 async def sdk_single_untraced(
-    url: str, n: int, chunk: int, concurrency: int, data: dict[str, int]
+    url: str, n: int, chunk: int, concurrency: int, data: dict[str, Any]
 ) -> dict[str, Any]:
     """``sdk_single`` with the tracing code path removed: what tracing costs when off."""
     from capillary_async import _otel
@@ -212,7 +240,7 @@ async def sdk_single_untraced(
 
 
 async def raw_single(
-    url: str, n: int, chunk: int, concurrency: int, data: dict[str, int]
+    url: str, n: int, chunk: int, concurrency: int, data: dict[str, Any]
 ) -> dict[str, Any]:
     body = json.dumps(_redemption(data))
     headers = {"Authorization": BASIC, "Content-Type": "application/json"}
@@ -308,6 +336,7 @@ def models(repeat: int) -> dict[str, Any]:
 
 WORKLOADS = {
     "sdk_bulk": sdk_bulk,
+    "sdk_file": sdk_file,
     "sdk_stream": sdk_stream,
     "raw_bulk": raw_bulk,
     "naive_bulk": naive_bulk,
@@ -323,7 +352,11 @@ def main(argv: list[str]) -> None:
     if name == "models":
         print(json.dumps(models(int(options.get("repeat", "200")))))
         return
-    data = {k: int(options[k]) for k in ("seed", "customers", "apc")}
+    data: dict[str, Any] = {k: int(options[k]) for k in ("seed", "customers", "apc")}
+    if "refused" in options:
+        data["refused"] = float(options["refused"])
+    if "path" in options:
+        data = {"path": options["path"]}
     run = WORKLOADS[name](
         options["url"],
         int(options["n"]),

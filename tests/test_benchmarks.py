@@ -26,7 +26,16 @@ def test_benchmark_runner_reports_every_scenario(tmp_path: Path) -> None:
     assert results["mode"] == "tiny"
     assert {"python", "cores"} <= set(results["machine"])
     scenarios = results["scenarios"]
-    assert set(scenarios) == {"throughput", "memory", "single_calls", "models", "faults", "fleet"}
+    assert set(scenarios) == {
+        "throughput",
+        "memory",
+        "single_calls",
+        "models",
+        "faults",
+        "fleet",
+        "cli",
+        "refusals",
+    }
     throughput = scenarios["throughput"]
     assert {"emulator_capacity", "baseline_b", "by_concurrency"} <= set(throughput)
     for row in throughput["by_concurrency"]:
@@ -42,7 +51,7 @@ def test_benchmark_runner_reports_every_scenario(tmp_path: Path) -> None:
             assert set(row[key]) == {"median", "min", "max"}, key
         assert row["bound_items_per_second"] > 0
     memory = scenarios["memory"]
-    assert {"ratio", "peak_held", "held_limit", "all_succeeded"} <= set(memory)
+    assert {"ratio", "peak_held", "held_limit", "all_succeeded", "sdk_over_a"} <= set(memory)
     assert memory["all_succeeded"]
     assert memory["peak_held"] <= memory["held_limit"]
     for key in (
@@ -66,4 +75,11 @@ def test_benchmark_runner_reports_every_scenario(tmp_path: Path) -> None:
         assert run["every_item_succeeded"]
         assert run["requests_seen"] > 0
         assert {"refused_429", "server_rps_share_of_limit", "share_of_bound"} <= set(run)
-    assert len(results["targets"]) == 5 + 2 * ("c" in runs)
+    cli = scenarios["cli"]
+    assert cli["items"] > 0
+    for key in ("cli_items_per_second", "library_items_per_second", "cli_over_library"):
+        assert set(cli[key]) == {"median", "min", "max"}, key
+    refusals = scenarios["refusals"]
+    assert refusals["refused_items"] == round(refusals["items"] * refusals["refused_share"])
+    assert set(refusals["refused_over_ok"]) == {"median", "min", "max"}
+    assert len(results["targets"]) == 10 + 2 * ("c" in runs)

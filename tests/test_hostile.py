@@ -953,7 +953,7 @@ async def test_a_stop_while_a_chunk_is_being_recorded_keeps_it_home() -> None:
                 job.stop("interrupted", drain=False)
             await anyio.lowlevel.checkpoint()
 
-        async def on_final(self, outcome: Any) -> None:
+        async def on_final(self, outcomes: Any) -> None:
             return None
 
     async with client_with(handler) as client:

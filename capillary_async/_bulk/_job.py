@@ -77,8 +77,8 @@ class JobHooks(Protocol):
         """Items marked in flight whose attempt certainly was not applied: no longer in flight."""
         ...
 
-    async def on_final(self, outcome: ItemOutcome) -> None:
-        """An outcome as it is made final (before the caller sees it)."""
+    async def on_final(self, outcomes: Sequence[ItemOutcome]) -> None:
+        """Outcomes as they are made final, in order (before the caller sees them)."""
         ...
 
 
@@ -263,9 +263,9 @@ class Job(Reading[ItemT], Recovery, Generic[ItemT, ResultT]):
         add = report._add
         for outcome in outcomes:
             add(outcome)
-            if hooks is not None:
-                await hooks.on_final(outcome)
             finalized.add(outcome.index)
+        if hooks is not None and outcomes:
+            await hooks.on_final(outcomes)
         watermark = self._watermark
         while watermark in finalized:
             finalized.discard(watermark)

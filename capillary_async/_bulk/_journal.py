@@ -25,7 +25,7 @@ import anyio
 import anyio.to_thread
 import attrs
 
-from .._exceptions import JournalError, JournalIOError, excerpt
+from .._exceptions import MAX_QUOTED, JournalError, JournalIOError, excerpt
 from ._lock import shown
 from ._schema import connect
 from ._sqlite import _code, _legacy_ref, _refs, sqlite_reason, stored_ref
@@ -86,21 +86,46 @@ def resume(state: str, settled: bool | None, idempotent: bool, *, retry_unknown:
 # -- rows ---------------------------------------------------------------------------------------
 
 
-@attrs.frozen
 class Entry:
-    """One row's outcome, as recorded."""
+    """One row's outcome, as recorded (a plain slotted class: one is made per row)."""
 
-    index: int
-    line: int
-    state: str
-    ref_id: Any = None
-    ref_type: Any = None
-    error_code: Any = None
-    error_message: str | None = None
-    request_id: str | None = None
-    settled: bool = False
-    #: For an input that is not a file: what the item held (``item_digest``).
-    digest: str | None = None
+    __slots__ = (
+        "digest",
+        "error_code",
+        "error_message",
+        "index",
+        "line",
+        "ref_id",
+        "ref_type",
+        "request_id",
+        "settled",
+        "state",
+    )
+
+    def __init__(  # noqa: PLR0917 - the row's columns, in their order
+        self,
+        index: int,
+        line: int,
+        state: str,
+        ref_id: Any = None,
+        ref_type: Any = None,
+        error_code: Any = None,
+        error_message: str | None = None,
+        request_id: str | None = None,
+        settled: bool = False,
+        digest: str | None = None,
+    ) -> None:
+        self.index = index
+        self.line = line
+        self.state = state
+        self.ref_id = ref_id
+        self.ref_type = ref_type
+        self.error_code = error_code
+        self.error_message = error_message
+        self.request_id = request_id
+        self.settled = settled
+        #: For an input that is not a file: what the item held (``item_digest``).
+        self.digest = digest
 
 
 @attrs.frozen
@@ -230,6 +255,17 @@ class Journal:
 
     async def record(self, entries: Iterable[Entry]) -> None:
         """Outcomes; messages are bounded and made encodable, refs stored as JSON."""
+        # A chunk's rows share a request id (and often a message): each quoted once.
+        quoted: dict[tuple[str, int], str] = {}
+
+        def quote(text: str | None, limit: int) -> str | None:
+            if text is None:
+                return None
+            done = quoted.get((text, limit))
+            if done is None:
+                done = quoted[text, limit] = excerpt(text, limit)
+            return done
+
         batch = [
             (
                 e.index,
@@ -237,8 +273,8 @@ class Journal:
                 e.state,
                 _refs(e.ref_id, e.ref_type),
                 _code(e.error_code),
-                None if e.error_message is None else excerpt(e.error_message),
-                None if e.request_id is None else excerpt(e.request_id, _REF_LIMIT),
+                quote(e.error_message, MAX_QUOTED),
+                quote(e.request_id, _REF_LIMIT),
                 int(e.settled),
                 e.digest,
             )

@@ -146,15 +146,14 @@ class Reading(Generic[ItemT]):
         """Hold one item of a synchronous input now, if nothing about it needs an await.
 
         The common case of a bulk job, without a coroutine per item: a token is
-        free, no checkpoint is due, no journal asks about it, and it is valid
-        (True). Anything else goes through ``_take``, which does it all: None,
+        free, no checkpoint is due, a journal (if any) holds nothing of it, and
+        it is valid (True). Anything else goes through ``_take``, which does it all: None,
         or the item's refusal, found here and not looked for twice.
         """
         held = self._held
         index = self._read
         if (
-            self.hooks is not None
-            or self._stopping
+            self._stopping
             or held.count >= held.limit
             or index % 256 == 255
             or self.options.dry_run
@@ -163,6 +162,10 @@ class Reading(Generic[ItemT]):
             return None
         if time.perf_counter() - self._yielded > _FAIR:
             return None
+        if self.hooks is not None:  # a journal: only when it holds nothing of this item
+            fresh = getattr(self.hooks, "fresh", None)
+            if fresh is None or not fresh(index, raw):
+                return None
         try:
             item = self._prepare(raw)
         except ValidationError as exc:

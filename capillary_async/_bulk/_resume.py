@@ -13,22 +13,22 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
-from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator
+from collections.abc import AsyncGenerator, AsyncIterable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.to_thread
 
-from .._exceptions import JournalError, JournalIOError, ValidationError
+from .._exceptions import JournalError, JournalIOError
 from .._logs import get_logger
 from ._files import InputFile, InputRow
 from ._flow import Signal
-from ._journal import Entry, Journal, Journalled, Resume, fingerprint, resume, stored_ref
+from ._identity import item_digest, same_refs
+from ._journal import Entry, Journal, Journalled, Resume, fingerprint, resume
 from ._lock import JournalLock
 from ._options import BulkOptions
-from ._outcomes import ItemOutcome, OutcomeStatus
+from ._outcomes import ItemOutcome, OutcomeStatus, Prepared
 from ._specs import BulkSpec
 
 if TYPE_CHECKING:
@@ -165,6 +165,21 @@ class Resumer:
 
     # -- the engine's hooks -----------------------------------------------------------------
 
+    def fresh(self, index: int, raw: Any) -> bool:
+        """Whether ``before`` would have nothing to say of this item (its line is noted).
+
+        True when the journal holds no row at or past ``index`` and no digest is
+        kept: the reader then takes the item without awaiting ``before``.
+        """
+        if self.check_refs or (self._states is not None and not self._exhausted()):
+            return False
+        if type(raw) is InputRow:
+            self._lines[index] = raw.line
+        return True
+
+    def _exhausted(self) -> bool:
+        return self._started and self._state is None
+
     async def before(self, index: int, raw: Any) -> ItemOutcome | None:
         """What an earlier run finished: its outcome, from the journal; None to process the item."""
         state = await self._state_of(index)
@@ -178,7 +193,7 @@ class Resumer:
         data = raw.data if isinstance(raw, InputRow) else raw
         if self.check_refs:
             digest = self._digests[index] = item_digest(self.spec, data)
-            if not _same_refs(state.refs, self._refs(data)) or (
+            if not same_refs(state.refs, self._refs(data)) or (
                 state.digest is not None and digest is not None and state.digest != digest
             ):
                 self._differs(index)
@@ -275,12 +290,14 @@ class Resumer:
 
     # -- recording ----------------------------------------------------------------------------
 
-    async def on_final(self, outcome: ItemOutcome) -> None:
+    async def on_final(self, outcomes: Sequence[ItemOutcome]) -> None:
         """Every outcome of the job, as it is made final: queued for the journal at once.
 
         The queue is bounded: past ``_MAX_PENDING`` the job waits for the saver.
         """
-        self._note(outcome)
+        note = self._note
+        for outcome in outcomes:
+            note(outcome)
         self._wake.set()
         while len(self._pending) >= _MAX_PENDING and self.problem is None and not self._over:
             await self._saved.waiter().wait()
@@ -439,6 +456,8 @@ class Resumer:
         return state if state is not None and state.index == index else None
 
     def _refs(self, item: Any) -> tuple[Any, Any]:
+        if isinstance(item, Prepared) and type(item.key) is tuple and len(item.key) == 2:
+            return item.key  # (ref id, ref type): what describe() gives, without a dict
         described = self.spec.describe(item)
         values = [v for k, v in described.items() if k != "line"]
         return (values[0], values[1]) if len(values) >= 2 else (None, None)
@@ -474,44 +493,3 @@ def _no_journal_yet(path: Path) -> bool:
         return True
     except OSError:
         return False
-
-
-def item_digest(spec: BulkSpec[Any, Any], item: Any) -> str | None:
-    """What an item holds, as a short digest of its wire form (None if it cannot be told).
-
-    A journal of a list or a generator knows items by their position; this
-    tells an item changed between runs (FIXED_DAYS 30 made 60) from the one
-    recorded there.
-    """
-    data = item.data if isinstance(item, InputRow) else item
-    try:
-        # As the model sees it: "17" and 17, a dict and a model, are one item (an
-        # invalid one is known by what it holds).
-        with contextlib.suppress(ValidationError):
-            data = spec.prepare(data)
-        wire = spec.wire(data)
-        try:
-            text = json.dumps(wire, sort_keys=True, separators=(",", ":"), default=str)
-        except TypeError:  # keys of mixed types cannot be sorted
-            text = json.dumps(wire, separators=(",", ":"), default=str)
-    except (ValueError, TypeError, RecursionError):
-        return None
-    return hashlib.sha256(text.encode(errors="surrogatepass")).hexdigest()[:32]
-
-
-def _same_refs(stored: str | None, refs: tuple[Any, Any]) -> bool:
-    """Whether an item's refs are the ones recorded (compared as text: "17" is 17)."""
-    if stored is None:
-        return True  # a row of a format 1 journal, or one without refs
-    try:
-        recorded = json.loads(stored)
-    except ValueError:
-        return True
-    if not isinstance(recorded, list) or len(recorded) != 2:
-        return True
-    now = [stored_ref(value) for value in refs]
-    return [_text(v) for v in recorded] == [_text(v) for v in now]
-
-
-def _text(value: Any) -> str | None:
-    return None if value is None else str(value)

@@ -72,7 +72,17 @@ def _refs(ref_id: Any, ref_type: Any) -> str | None:
     """Both refs as one JSON text: what a row held comes back exactly, whatever its type."""
     if ref_id is None and ref_type is None:
         return None
+    if type(ref_id) is int and isinstance(ref_type, enum.Enum):
+        # The common row, spelt as json.dumps would: a member's value is our own
+        # constant (no foreign text to bound or redact), written once per member.
+        known = _MEMBER_JSON.get(ref_type)
+        if known is None:
+            known = _MEMBER_JSON[ref_type] = json.dumps(stored_ref(ref_type))
+        return f"[{ref_id}, {known}]"
     return json.dumps([stored_ref(ref_id), stored_ref(ref_type)])
+
+
+_MEMBER_JSON: dict[enum.Enum, str] = {}
 
 
 def _legacy_ref(value: Any) -> Any:

@@ -122,6 +122,25 @@ class OutcomeStream:
                 self._batch, self._next = batch, 1
                 return batch[0]
 
+    async def batches(self) -> AsyncIterator[list[ItemOutcome]]:
+        """The outcomes a batch at a time (about a chunk each), as the job hands them over.
+
+        The same outcomes in the same order as iterating one by one, with an
+        await per batch rather than per item: for consumers that count, or
+        write rows in bulk. Use one way of reading a stream, not both.
+        """
+        if self._next < len(self._batch):
+            rest, self._batch, self._next = self._batch[self._next :], [], 0
+            yield rest
+        while True:
+            try:
+                batch = await receive_fast(self._receive)
+            except anyio.EndOfStream:
+                self.exhausted = True
+                return
+            if batch:
+                yield batch
+
     async def _exhaust(self) -> None:
         """Read to the end without handing outcomes out one by one (a bulk call's report)."""
         self._batch, self._next = [], 0

@@ -43,6 +43,7 @@ from ._progress import Display
 __all__ = ["EXIT_INTERRUPTED", "EXIT_USAGE", "ApplyOptions", "apply"]
 
 EXIT_OK, EXIT_NOT_ALL_SUCCEEDED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+SUCCEEDED, INVALID = OutcomeStatus.SUCCEEDED, OutcomeStatus.INVALID
 
 _RERUN_FINISH = (
     "rerun the same command with --journal {} to finish the job without repeating what was sent"
@@ -258,12 +259,15 @@ class _Run:
             title = f"{self.options.kind} {'dry run' if self.options.dry_run else 'apply'}"
             try:
                 with Display(title, total, stream=self.err, fancy=self.fancy) as display:
-                    async for outcome in outcomes:
-                        done += 1
-                        failures += not outcome.ok
-                        if outcome.status is OutcomeStatus.INVALID and len(self.invalid) < 20:
-                            self.invalid.append(outcome.error_message or "invalid")
-                        if done % 100 == 0:
+                    async for batch in outcomes.batches():
+                        before = done
+                        done += len(batch)
+                        for outcome in batch:
+                            if outcome.status is not SUCCEEDED:
+                                failures += 1
+                                if outcome.status is INVALID and len(self.invalid) < 20:
+                                    self.invalid.append(outcome.error_message or "invalid")
+                        if done // 100 != before // 100:
                             display.update(done, failures)
                     display.update(done, failures, final=True)
             finally:
