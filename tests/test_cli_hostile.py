@@ -661,13 +661,27 @@ class BrokenDisk:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._db, name)
 
+    def _take(self, count: int) -> None:
+        if count > self.room:
+            raise sqlite3.OperationalError("database or disk is full")
+        self.room -= count
+
     def executemany(self, sql: str, rows: Any) -> Any:
         if self.statement in sql:
             rows = list(rows)
-            if len(rows) > self.room:
-                raise sqlite3.OperationalError("database or disk is full")
-            self.room -= len(rows)
+            self._take(len(rows))
         return self._db.executemany(sql, rows)
+
+    def execute(self, sql: str, *args: Any) -> Any:
+        # Outcomes of a run of succeeded rows go in one UPDATE ... BETWEEN first AND last.
+        if self.statement == RECORD and "BETWEEN" in sql:
+            _, first, last = args[0]
+            self._take(last - first + 1)
+        return self._db.execute(sql, *args)
+
+
+#: What the journal's writes of outcomes have in common (BrokenDisk also counts their runs).
+RECORD = "settled, digest)"
 
 
 def break_journal(monkeypatch: pytest.MonkeyPatch, change: Any) -> None:
@@ -705,7 +719,7 @@ async def test_a_full_disk_under_the_journal_stops_the_job_and_a_rerun_applies_n
         break_journal(monkeypatch, fill_up)
     else:  # outcomes can never be recorded after the first few
         break_journal(
-            monkeypatch, lambda j: setattr(j, "_db", BrokenDisk(j._db, "settled, digest)", 30))
+            monkeypatch, lambda j: setattr(j, "_db", BrokenDisk(j._db, RECORD, 30))
         )
     options: dict[str, Any] = {"input": str(source), "journal": str(journal), "chunk_size": 10}
     code, out, err = await apply_here(emu, report=str(report), concurrency=2, **options)
@@ -859,7 +873,7 @@ async def test_a_scratch_journal_that_cannot_be_written_is_kept_to_resume_from(
     source = tmp_path / "in.jsonl"
     write_jsonl(source, items)
     break_journal(
-        monkeypatch, lambda j: setattr(j, "_db", BrokenDisk(j._db, "settled, digest)", 0))
+        monkeypatch, lambda j: setattr(j, "_db", BrokenDisk(j._db, RECORD, 0))
     )
     code, _, err = await apply_here(emu, input=str(source), chunk_size=10, concurrency=1)
     assert code == 1

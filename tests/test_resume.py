@@ -645,3 +645,64 @@ async def test_the_csv_of_a_resumed_job_lists_every_row_that_did_not_succeed(
             k: v for k, v in want.items() if k != "request_id"
         }
     assert any(int(r["line"]) != int(r["index"]) + 1 for r in written)
+
+
+async def test_a_chunk_of_succeeded_rows_is_recorded_in_one_statement_and_exactly(
+    tmp_path: Path,
+) -> None:
+    """Runs of consecutive succeeded rows a run marked are written by range; the rest row by row.
+
+    Whatever the path, each row ends as the general statement would leave it.
+    """
+    from capillary_async._bulk._journal import Entry, Journal
+
+    path = tmp_path / "job.db"
+    journal = await Journal.open(path, "stamp")
+
+    def ok(index: int, request_id: str, *refs: Any) -> Entry:
+        return Entry(
+            index, index + 1, "succeeded", *refs, request_id=request_id, settled=True, known=True
+        )
+
+    try:
+        await journal.mark_in_flight(
+            [(i, i + 1, True, i, "POINT_AWARDED", None) for i in range(10)]
+        )
+        await journal.record(
+            [
+                ok(2, "req-a"),
+                ok(0, "req-a"),
+                ok(1, "req-a"),
+                Entry(
+                    3, 4, "failed", None, None, 3034, "no such record", "req-a", True, known=True
+                ),
+                ok(4, "req-b"),
+                ok(5, "req-b"),
+                ok(6, "req-b"),
+                ok(8, "req-c"),
+                # "known" but absent: the range finds fewer rows and writes them in full
+                ok(40, "req-d", 7, "POINT_AWARDED"),
+                ok(41, "req-d", 7, "POINT_AWARDED"),
+                Entry(20, 21, "invalid", None, None, None, "line 21: bad", None, True),
+            ]
+        )
+    finally:
+        await journal.close()
+    with open_db(path) as db:
+        rows = {
+            idx: (state, code, message, request_id, settled, refs)
+            for idx, state, code, message, request_id, settled, refs in db.execute(
+                "SELECT idx, state, error_code, error_message, request_id, settled, refs FROM items"
+            )
+        }
+    for i in (0, 1, 2):
+        assert rows[i] == ("succeeded", None, None, "req-a", 1, f'[{i}, "POINT_AWARDED"]')
+    assert rows[3] == ("failed", 3034, "no such record", "req-a", 1, '[3, "POINT_AWARDED"]')
+    for i in (4, 5, 6):
+        assert rows[i][:5] == ("succeeded", None, None, "req-b", 1)
+    assert rows[8][3] == "req-c"
+    assert rows[9][0] == "in_flight"  # no outcome yet
+    assert rows[40][5] == '[7, "POINT_AWARDED"]'
+    assert rows[40][:5] == ("succeeded", None, None, "req-d", 1)
+    assert rows[41][:5] == ("succeeded", None, None, "req-d", 1)
+    assert rows[20][:2] == ("invalid", None)

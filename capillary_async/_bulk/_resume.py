@@ -247,19 +247,19 @@ class Resumer:
             raise JournalIOError(self.problem)
         if self.journal is None:
             raise JournalIOError(f"the {self.name} is not open")
-        idempotent = self.spec.idempotent
+        idempotent, lines, digests, refs = (
+            self.spec.idempotent,
+            self._lines,
+            self._digests,
+            self._refs,
+        )
         rows = [
-            (
-                index,
-                self._lines.get(index, 0),
-                idempotent(item),
-                *self._refs(item),
-                self._digests.get(index),
-            )
+            (index, lines.get(index, 0), idempotent(item), *refs(item), digests.get(index))
             for index, item in entries
         ]
-        for index, line, *_ in rows:
-            self._marked[index] = line
+        marked = self._marked
+        for row in rows:
+            marked[row[0]] = row[1]
         try:
             await self.journal.mark_in_flight(rows)
         except JournalIOError as exc:  # rolled back: the items are as they were
@@ -335,7 +335,8 @@ class Resumer:
         index = outcome.index
         if self.mismatch is not None and index == self._mismatched:
             return  # not this journal's item: its row stays as it was
-        self._marked.pop(index, None)
+        # A row this run marked holds its refs already (the record keeps them).
+        was_marked = self._marked.pop(index, None) is not None
         self._handed.discard(index)
         line = self._lines.pop(index, None) or outcome.line or 0
         digest = self._digests.pop(index, None) if self._digests else None
@@ -352,17 +353,20 @@ class Resumer:
         message = outcome.error_message
         if message and outcome.status is OutcomeStatus.INVALID and not message.startswith("line "):
             message = f"line {line}: {message}" if line else message
+        ref_id, ref_type = (None, None) if was_marked else self._refs(outcome._item)
         self._pending.append(
             Entry(
                 index,
                 line,
                 outcome.status.value,
-                *self._refs(outcome._item),
+                ref_id,
+                ref_type,
                 outcome.error_code,
                 message,
                 outcome.request_id,
-                settled=outcome.settled or outcome.status in _ALWAYS_SETTLED,
-                digest=digest,
+                outcome.settled or outcome.status in _ALWAYS_SETTLED,
+                digest,
+                was_marked,
             )
         )
 
