@@ -327,15 +327,60 @@ def direct_expiry_update(data: Mapping[str, Any]) -> m.ExpiryUpdate:
     )
 
 
+_REDEMPTION_KEYS = frozenset(
+    {
+        "entity",
+        "redemptionId",
+        "externalReferenceNumber",
+        "billId",
+        "billNumber",
+        "purpose",
+        "customFields",
+    }
+)
+_ENTITY_KEYS = frozenset({"type", "identifierType", "identifierValue"})
+
+
+def direct_redemption_update(data: Mapping[str, Any]) -> m.RedemptionUpdate:
+    """updateRedemption's body built without cattrs' generic machinery (a single call's path).
+
+    As for ``direct_expiry_update``: the attrs converters check every rule, and
+    anything unusual raises for ``from_wire``'s general path to decide.
+    """
+    if not data.keys() <= _REDEMPTION_KEYS:
+        raise KeyError("unknown key")
+    entity = data["entity"]
+    if type(entity) is not dict or not entity.keys() <= _ENTITY_KEYS:
+        raise TypeError("entity")
+    custom = data.get("customFields")
+    if custom is not None and type(custom) is not dict:
+        raise TypeError("customFields")
+    return m.RedemptionUpdate(
+        entity=m.Entity(
+            type=entity["type"],
+            identifier_type=entity["identifierType"],
+            identifier_value=entity["identifierValue"],
+        ),
+        redemption_id=data.get("redemptionId"),
+        external_reference_number=data.get("externalReferenceNumber"),
+        bill_id=data.get("billId"),
+        bill_number=data.get("billNumber"),
+        purpose=data.get("purpose"),
+        custom_fields=custom,
+    )
+
+
 def from_wire(cls: type[T], data: Any, *, strict: bool = False, path: str = "") -> T:
     """Build ``cls`` from wire JSON, validating it; failures raise ``ValidationError``.
 
     ``strict=True`` also refuses unknown keys in result models (request models
     always refuse them). ``path`` prefixes the field in error messages.
     """
-    if cls is m.ExpiryUpdate and type(data) is dict:
+    if type(data) is dict and (cls is m.ExpiryUpdate or cls is m.RedemptionUpdate):
         try:
-            return direct_expiry_update(data)  # type: ignore[return-value]
+            if cls is m.ExpiryUpdate:
+                return direct_expiry_update(data)  # type: ignore[return-value]
+            return direct_redemption_update(data)  # type: ignore[return-value]
         except Exception:  # noqa: BLE001, S110 - the general path below decides
             pass
     if not strict:

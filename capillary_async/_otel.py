@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import os
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -60,8 +61,21 @@ def _tracer() -> Any:
 
 
 def tracing() -> bool:
-    """Whether spans are being recorded (an SDK is configured)."""
+    """Whether spans are being recorded (an SDK is configured).
+
+    Until a provider is set, OpenTelemetry's API looks it up in the environment
+    on every call; the common case (none set, none named there) answers here.
+    """
+    if trace is None:
+        return False
+    if getattr(trace, "_TRACER_PROVIDER", _UNKNOWN) is None and not _FROM_ENVIRONMENT:
+        return False
     return _tracer() is not None
+
+
+_UNKNOWN = object()
+#: A provider named by the environment is made on first use by the API itself.
+_FROM_ENVIRONMENT = "OTEL_PYTHON_TRACER_PROVIDER" in os.environ
 
 
 @contextlib.contextmanager

@@ -718,9 +718,7 @@ async def test_a_full_disk_under_the_journal_stops_the_job_and_a_rerun_applies_n
     if last_try == "works":  # outcomes overwrite rows in place: the last try finds room
         break_journal(monkeypatch, fill_up)
     else:  # outcomes can never be recorded after the first few
-        break_journal(
-            monkeypatch, lambda j: setattr(j, "_db", BrokenDisk(j._db, RECORD, 30))
-        )
+        break_journal(monkeypatch, lambda j: setattr(j, "_db", BrokenDisk(j._db, RECORD, 30)))
     options: dict[str, Any] = {"input": str(source), "journal": str(journal), "chunk_size": 10}
     code, out, err = await apply_here(emu, report=str(report), concurrency=2, **options)
     assert code == 1
@@ -872,9 +870,7 @@ async def test_a_scratch_journal_that_cannot_be_written_is_kept_to_resume_from(
     items = fixed_days(sample(emu, 60))
     source = tmp_path / "in.jsonl"
     write_jsonl(source, items)
-    break_journal(
-        monkeypatch, lambda j: setattr(j, "_db", BrokenDisk(j._db, RECORD, 0))
-    )
+    break_journal(monkeypatch, lambda j: setattr(j, "_db", BrokenDisk(j._db, RECORD, 0)))
     code, _, err = await apply_here(emu, input=str(source), chunk_size=10, concurrency=1)
     assert code == 1
     assert "could not be written (the disk is full)" in err

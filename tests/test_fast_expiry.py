@@ -197,3 +197,56 @@ def test_the_common_rows_take_the_fast_lane() -> None:
     prepared = ExpirySpec(None, None).prepare(row_copy)  # type: ignore[arg-type]
     row_copy["programId"] = -1
     assert prepared.wire["programId"] == 469
+
+
+redemption_values = st.one_of(
+    st.none(),
+    st.sampled_from(["R1", "", " ", "é", "\ud800", 5, 0, -1, True, 2.5, [], {}, "12"]),
+    st.text(max_size=4),
+)
+
+
+@st.composite
+def redemption_bodies(draw: st.DrawFn) -> Any:
+    entity: Any = {
+        "type": draw(mostly(st.just("CUSTOMER"), st.sampled_from(["customer", None, 3]))),
+        "identifierType": draw(mostly(st.just("id"), st.sampled_from(["", None, []]))),
+        "identifierValue": draw(mostly(st.sampled_from(["17", 17]), st.sampled_from([" ", None]))),
+    }
+    if draw(st.integers(0, 10)) == 0:
+        entity = draw(st.sampled_from([None, "CUSTOMER", [], 3, {**entity, "x": 1}]))
+    body: dict[str, Any] = {"entity": entity}
+    body["redemptionId"] = draw(mostly(st.just("R1"), redemption_values))
+    for key in ("externalReferenceNumber", "billId", "billNumber", "purpose"):
+        if draw(st.booleans()):
+            body[key] = draw(mostly(st.sampled_from(["b", "12", 12]), redemption_values))
+    if draw(st.integers(0, 3)) == 0:
+        body["customFields"] = draw(
+            st.sampled_from([None, {"a": "b"}, {"a": 1}, [], {}, "x", {"": "v"}])
+        )
+    if draw(st.integers(0, 10)) == 0:
+        body["unknown"] = 1
+    if draw(st.integers(0, 10)) == 0:
+        del body["entity"]
+    return body
+
+
+@settings(max_examples=1500, deadline=None)
+@given(redemption_bodies())
+def test_the_direct_redemption_path_gives_the_general_paths_model_or_error(body: Any) -> None:
+    from capillary_async import RedemptionUpdate
+    from capillary_async._converters import _detailed, translate
+
+    try:
+        expected: Any = _detailed.structure(body, RedemptionUpdate)
+    except Exception as exc:  # any failure is the general path's error
+        expected = translate(exc, RedemptionUpdate, "")
+    try:
+        got: Any = from_wire(RedemptionUpdate, body)
+    except ValidationError as exc:
+        got = exc
+    if isinstance(expected, ValidationError):
+        assert isinstance(got, ValidationError)
+        assert (got.field, got.reason, got.code) == (expected.field, expected.reason, expected.code)
+    else:
+        assert got == expected
