@@ -84,6 +84,8 @@ class Auth(Protocol):
 class _StaticFlow:
     def __init__(self, headers: dict[str, str]) -> None:
         self._headers = headers
+        #: The same headers for every request: the client reads them without an await.
+        self.static_headers = headers
 
     async def headers(self) -> dict[str, str]:
         return self._headers

@@ -349,7 +349,8 @@ class Sender:
                 await before_send()
             return await self._send_once(call, {}, attempt, on_sent)
         flow = self._auth_flow()
-        auth_headers = await _before_send(flow.headers())
+        static = getattr(flow, "static_headers", None)  # Basic auth and fixed tokens
+        auth_headers = static if static is not None else await _before_send(flow.headers())
         if before_send is not None:
             await before_send()
         reply = await self._send_once(call, auth_headers, attempt, on_sent)
