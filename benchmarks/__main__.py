@@ -530,7 +530,7 @@ def main(argv: list[str] | None = None) -> int:
     scenarios["faults"] = faults(sizes, c8["sdk_items_per_second"]["median"], log)
     tools = {"emulator": emulator, "run": run, "interleaved": interleaved, "figure": figure}
     scenarios["cli"] = _scenarios.cli_vs_library(
-        sizes.items, sizes.chunk, sizes.reps, log=log, **tools
+        sizes.items, sizes.chunk, sizes.reps, latency_ms=sizes.latency_ms, log=log, **tools
     )
     scenarios["refusals"] = _scenarios.refusals(
         sizes.items, sizes.chunk, sizes.reps, log=log, **tools

@@ -77,45 +77,56 @@ def cli_vs_library(
     chunk: int,
     reps: int,
     *,
+    latency_ms: int,
     emulator: Callable[..., Any],
     run: Run,
     interleaved: Callable[..., dict[str, list[dict[str, Any]]]],
     figure: Callable[[list[float]], dict[str, float]],
     log: Callable[[str], None],
 ) -> dict[str, Any]:
-    """Scenario 8: the same JSONL file through the command line (with --journal) and the library."""
+    """Scenario 8: the same JSONL file through the command line (with --journal) and the library.
+
+    At zero latency (the client's work sets the pace: the figure with a target)
+    and at scenario 1's latency (a server that takes its time, as real ones do).
+    """
     concurrency = 8
-    with (
-        tempfile.TemporaryDirectory(prefix="capillary-bench-") as tmp,
-        emulator(awards=n, latency_ms=0) as server,
-    ):
-        work = Path(tmp)
-        path = work / "rows.jsonl"
-        data = {k: server[k] for k in ("seed", "customers", "apc")}
-        with path.open("w", encoding="utf-8") as out:
-            for item in items(n, **data):
-                out.write(json.dumps(item) + "\n")
-        log(f"command line with --journal against the library: {n:,} rows of one file")
-        results = interleaved(
-            reps,
-            library=lambda: run(
-                "sdk_file", server, n=n, chunk=chunk, concurrency=concurrency, path=path
-            ),
-            cli=lambda: _cli(server, path, work, chunk=chunk, concurrency=concurrency),
-        )
-    lib = [r["items_per_second"] for r in results["library"]]
-    cli = [r["items_per_second"] for r in results["cli"]]
-    assert all(r["succeeded"] == n for r in results["library"] + results["cli"]), results
-    return {
-        "items": n,
-        "chunk": chunk,
-        "concurrency": concurrency,
-        "library_items_per_second": figure(lib),
-        "cli_items_per_second": figure(cli),
-        "cli_over_library": figure([c / b for c, b in zip(cli, lib, strict=True)]),
-        "cli_process_seconds": figure([r["process_seconds"] for r in results["cli"]]),
-        "cli_cpu_ms_per_1000": figure([1e6 * r["cpu_seconds"] / n for r in results["cli"]]),
-    }
+    out: dict[str, Any] = {"items": n, "chunk": chunk, "concurrency": concurrency}
+    for latency in (0, latency_ms):
+        with (
+            tempfile.TemporaryDirectory(prefix="capillary-bench-") as tmp,
+            emulator(awards=n, latency_ms=latency) as server,
+        ):
+            work = Path(tmp)
+            path = work / "rows.jsonl"
+            data = {k: server[k] for k in ("seed", "customers", "apc")}
+            with path.open("w", encoding="utf-8") as rows:
+                for item in items(n, **data):
+                    rows.write(json.dumps(item) + "\n")
+            log(f"command line with --journal against the library: {n:,} rows, {latency} ms")
+            results = interleaved(
+                reps,
+                library=lambda server=server, path=path: run(
+                    "sdk_file", server, n=n, chunk=chunk, concurrency=concurrency, path=path
+                ),
+                cli=lambda server=server, path=path, work=work: _cli(
+                    server, path, work, chunk=chunk, concurrency=concurrency
+                ),
+            )
+        lib = [r["items_per_second"] for r in results["library"]]
+        cli = [r["items_per_second"] for r in results["cli"]]
+        assert all(r["succeeded"] == n for r in results["library"] + results["cli"]), results
+        figures = {
+            "library_items_per_second": figure(lib),
+            "cli_items_per_second": figure(cli),
+            "cli_over_library": figure([c / b for c, b in zip(cli, lib, strict=True)]),
+            "cli_process_seconds": figure([r["process_seconds"] for r in results["cli"]]),
+            "cli_cpu_ms_per_1000": figure([1e6 * r["cpu_seconds"] / n for r in results["cli"]]),
+        }
+        if latency == 0:
+            out.update(figures)
+        else:
+            out["at_latency"] = {"latency_ms": latency, **figures}
+    return out
 
 
 def refusals(
@@ -171,6 +182,13 @@ def table(scenarios: dict[str, Any]) -> list[str]:
             f"{f(c['cli_process_seconds'], '{:.1f}')} s, {f(c['cli_cpu_ms_per_1000'], '{:.1f}')} ms "
             "CPU per 1,000 rows (start-up included)"
         )
+        slow = c.get("at_latency")
+        if slow is not None:
+            lines.append(
+                f"   at {slow['latency_ms']} ms latency: {f(slow['cli_items_per_second'])} against "
+                f"{f(slow['library_items_per_second'])} items/s, ratio "
+                f"{f(slow['cli_over_library'], '{:.2f}')}"
+            )
     r = scenarios.get("refusals")
     if r is not None:
         lines.append(

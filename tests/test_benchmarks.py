@@ -79,6 +79,7 @@ def test_benchmark_runner_reports_every_scenario(tmp_path: Path) -> None:
     assert cli["items"] > 0
     for key in ("cli_items_per_second", "library_items_per_second", "cli_over_library"):
         assert set(cli[key]) == {"median", "min", "max"}, key
+        assert set(cli["at_latency"][key]) == {"median", "min", "max"}, key
     refusals = scenarios["refusals"]
     assert refusals["refused_items"] == round(refusals["items"] * refusals["refused_share"])
     assert set(refusals["refused_over_ok"]) == {"median", "min", "max"}

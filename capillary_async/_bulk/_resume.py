@@ -50,6 +50,7 @@ UNSAFE_RESEND = (
 _MAYBE_APPLIED = frozenset({"unknown", "in_flight"})
 #: Verdicts by definition, whatever the engine's ``settled`` says.
 _ALWAYS_SETTLED = frozenset({OutcomeStatus.SUCCEEDED, OutcomeStatus.INVALID})
+SUCCEEDED = OutcomeStatus.SUCCEEDED
 _STATUSES = {status.value: status for status in OutcomeStatus}
 #: Outcomes queued for the journal before the job waits for them to be written.
 _MAX_PENDING = 20_000
@@ -257,18 +258,17 @@ class Resumer:
             (index, lines.get(index, 0), idempotent(item), *refs(item), digests.get(index))
             for index, item in entries
         ]
-        marked = self._marked
-        for row in rows:
-            marked[row[0]] = row[1]
+        indexes = [index for index, _ in entries]
+        self._marked.update((row[0], row[1]) for row in rows)
         try:
             await self.journal.mark_in_flight(rows)
         except JournalIOError as exc:  # rolled back: the items are as they were
-            for index, *_ in rows:
+            for index in indexes:
                 self._marked.pop(index, None)
             self._failed(exc)
             raise
         # The engine sends at once, with no wait between: from here they may reach the server.
-        self._handed.update(index for index, *_ in rows)
+        self._handed.update(indexes)
 
     async def on_unsent(self, entries: list[tuple[int, Any]]) -> None:
         """Rows marked in flight whose attempt was certainly not applied (a 429, a 503).
@@ -333,6 +333,34 @@ class Resumer:
 
     def _note(self, outcome: ItemOutcome) -> None:
         index = outcome.index
+        if (
+            outcome.status is SUCCEEDED
+            and index in self._marked
+            and self.mismatch is None
+            and not self._maybe_applied_before
+            and not outcome.resumed
+        ):
+            # The common row, in short: this run marked it and it succeeded.
+            del self._marked[index]
+            self._handed.discard(index)
+            at = self._lines.pop(index, None) or outcome.line or 0
+            digest = self._digests.pop(index, None) if self._digests else None
+            self._pending.append(
+                Entry(
+                    index,
+                    at,
+                    "succeeded",
+                    None,
+                    None,
+                    None,
+                    None,
+                    outcome.request_id,
+                    True,
+                    digest,
+                    True,
+                )
+            )
+            return
         if self.mismatch is not None and index == self._mismatched:
             return  # not this journal's item: its row stays as it was
         # A row this run marked holds its refs already (the record keeps them).
