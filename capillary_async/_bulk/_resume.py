@@ -27,6 +27,7 @@ from ._flow import Signal
 from ._identity import item_digest, same_refs
 from ._journal import Entry, Journal, Journalled, Resume, fingerprint, resume
 from ._lock import JournalLock
+from ._opening import open_locked
 from ._options import BulkOptions
 from ._outcomes import ItemOutcome, OutcomeStatus, Prepared
 from ._specs import BulkSpec
@@ -132,7 +133,7 @@ class Resumer:
         lock = JournalLock(path)
         lock.acquire()
         try:
-            journal = await _open_journal(lock, path, stamp, dry_run=options.dry_run, about=about)
+            journal = await open_locked(lock, path, stamp, dry_run=options.dry_run, about=about)
         except BaseException:
             lock.release()
             raise
@@ -493,35 +494,3 @@ class Resumer:
         described = self.spec.describe(item)
         values = [v for k, v in described.items() if k != "line"]
         return (values[0], values[1]) if len(values) >= 2 else (None, None)
-
-
-async def _open_journal(
-    lock: JournalLock, path: Path, stamp: str, *, dry_run: bool, about: dict[str, str]
-) -> Journal | None:
-    """The locked journal, opened; None for a dry run before any journal exists."""
-    if dry_run and _no_journal_yet(lock.path):
-        return None  # the lock may have made an empty file: it removes it on release
-    journal = await Journal.open(lock.path, stamp, name=lock.name, read_only=dry_run, about=about)
-    lock.opened = True  # SQLite has it now: the lock never removes it
-    if not lock.holds(path):
-        await journal.close()
-        raise JournalError(f"{lock.name} was replaced while it was opened; nothing was sent")
-    return journal
-
-
-def _no_journal_yet(path: Path) -> bool:
-    """Nothing to read: no file, or an empty one (the lock's own) with no WAL beside it."""
-    try:
-        if path.stat().st_size > 0:
-            return False
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False  # let opening it say what is wrong
-    wal = path.with_name(path.name + "-wal")
-    try:
-        return wal.stat().st_size == 0
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False
