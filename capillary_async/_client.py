@@ -377,6 +377,7 @@ class RawClient:
             retry=retry,
             deadline=deadline,
             idempotent=method not in ("POST", "PATCH") if idempotent is None else idempotent,
+            foreign_json=True,
         )
         return RawResponse(reply, _body)
 

@@ -113,8 +113,14 @@ class Sender:
         authenticate: bool = True,
         sensitive: bool = False,
         why_not_idempotent: str = "it is not idempotent",
+        foreign_json: bool = False,
     ) -> Reply:
-        """One call, within its deadline (retries, backoff and pace waits included)."""
+        """One call, within its deadline (retries, backoff and pace waits included).
+
+        ``foreign_json``: ``json`` is a caller's own value (``client.request``),
+        written by the standard library exactly as it would (a date or an enum
+        refused with its ``TypeError``), not by orjson, which would write them.
+        """
         call = self._call(
             method,
             path,
@@ -123,6 +129,7 @@ class Sender:
             headers=headers,
             timeout=timeout,
             sensitive=sensitive,
+            foreign_json=foreign_json,
         )
         policy = retry if retry is not None else self.retry
         limit = self.deadline if isinstance(deadline, _Unset) else checked_deadline(deadline)
@@ -248,6 +255,7 @@ class Sender:
         headers: Mapping[str, str] | None = None,
         timeout: Timeouts | float | _Unset | None = UNSET,
         sensitive: bool = False,
+        foreign_json: bool = False,
     ) -> _Call:
         """What stays the same across the attempts of one request."""
         self._check_open()
@@ -257,7 +265,7 @@ class Sender:
             method=method,
             path=path.partition("?")[0],  # spans and logs name the endpoint, never a query
             url=self.base_url + path + (f"?{urlencode(params)}" if params else ""),
-            content=None if json is None else encode(json),
+            content=None if json is None else encode(json, foreign=foreign_json),
             headers=checked_headers(headers) if headers else {},
             timeout=self.timeout if isinstance(timeout, _Unset) else Timeouts.coerce(timeout),
             sensitive=sensitive,

@@ -72,20 +72,24 @@ def _safe_int(digits: str) -> int | str:
     return int(digits) if len(digits) <= 4000 else digits
 
 
-def encode(value: Any) -> bytes:
-    """Compact UTF-8 JSON. orjson, unless the value holds what only ``json`` writes.
+def encode(value: Any, *, foreign: bool = False) -> bytes:
+    """Compact UTF-8 JSON: orjson for the bodies the SDK builds, ``json`` for a caller's own.
 
-    That is an integer past 64 bits, a non-string key, a float that is not finite
-    (``json`` writes ``NaN`` as before, orjson would write ``null``), a lone
-    surrogate, or a type neither knows (``json``'s ``TypeError`` then says which).
+    A caller's value (``foreign``) may hold what orjson writes and ``json``
+    refuses (a date, an enum, a UUID, a dataclass): it is written as ``json``
+    always has, its ``TypeError`` naming the type. Our own bodies are plain
+    JSON; orjson writes them unless they hold what only ``json`` writes (an
+    integer past 64 bits, a non-string key, a float that is not finite, which
+    ``json`` writes as ``NaN`` where orjson would write ``null``).
     """
-    try:
-        data = orjson.dumps(value)
-    except TypeError:
-        pass
-    else:
-        if b"null" not in data or not _has_odd_float(value):
-            return data
+    if not foreign:
+        try:
+            data = orjson.dumps(value)
+        except TypeError:
+            pass
+        else:
+            if b"null" not in data or not _has_odd_float(value):
+                return data
     return jsonlib.dumps(value, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 

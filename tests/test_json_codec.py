@@ -9,11 +9,15 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from capillary_async import CapillaryClient
+from capillary_async._transport import Response
 from capillary_async._wire import decode, encode
 
 scalars = st.one_of(
@@ -85,3 +89,43 @@ def test_what_only_the_standard_library_reads_still_reads() -> None:
     assert encode({"x": float("nan"), "big": 2**70, 1: "int key"}) == (
         b'{"x":NaN,"big":1180591620717411303424,"1":"int key"}'
     )
+
+
+def test_a_callers_own_value_is_written_as_json_writes_it_or_refused_as_json_refuses() -> None:
+    """orjson writes dates, enums, UUIDs, dataclasses json refuses: not for client.request."""
+    import dataclasses
+    import enum
+    import uuid
+    from datetime import date
+
+    class Color(enum.Enum):
+        RED = 1
+
+    @dataclasses.dataclass
+    class Point:
+        x: float
+
+    for value in ({"d": date(2026, 1, 2)}, {"c": Color.RED}, {"u": uuid.UUID(int=1)}, Point(1.0)):
+        with pytest.raises(TypeError):
+            json.dumps(value)
+        with pytest.raises(TypeError):
+            encode(value, foreign=True)
+    assert encode({"x": 1e-07, "n": [1, "é"]}, foreign=True) == '{"x":1e-07,"n":[1,"é"]}'.encode()
+
+
+async def test_client_request_refuses_what_json_cannot_write(
+    make_client: Callable[..., CapillaryClient],
+) -> None:
+    from datetime import date
+
+    sent: list[Any] = []
+
+    async def script(request: Any) -> Response:
+        sent.append(request)
+        return Response(status=200, content=b"{}")
+
+    async with make_client(script) as client:
+        with pytest.raises(TypeError, match="date"):
+            await client.request("POST", "/v2/anything", json={"when": date(2026, 1, 2)})
+        assert await client.request("POST", "/v2/anything", json={"x": 1e-07}) == {}
+    assert [r.content for r in sent] == [b'{"x":1e-07}']

@@ -706,3 +706,18 @@ async def test_a_chunk_of_succeeded_rows_is_recorded_in_one_statement_and_exactl
     assert rows[40][:5] == ("succeeded", None, None, "req-d", 1)
     assert rows[41][:5] == ("succeeded", None, None, "req-d", 1)
     assert rows[20][:2] == ("invalid", None)
+
+
+async def test_an_item_with_a_5000_digit_ref_id_is_invalid_and_the_journal_keeps_going(
+    tmp_path: Path,
+) -> None:
+    """Its refs are stored as bounded text: json and SQLite cannot hold the number."""
+    async with emulator() as emu, client_for(emu) as client:
+        good = next(iter(sample_expiry_updates(emu.store, 1, seed=SEED, now=NOW)))
+        items = [good, {**good, "pointsAwardedRefId": 10**5000}]
+        report = await client.points.bulk_update_expiry(items, journal=tmp_path / "job.db")
+    assert (report.succeeded, report.invalid, report.total) == (1, 1, 2)
+    assert report.journal_error is None
+    with open_db(tmp_path / "job.db") as db:
+        states = dict(db.execute("SELECT idx, state FROM items"))
+    assert states == {0: "succeeded", 1: "invalid"}

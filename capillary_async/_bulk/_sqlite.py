@@ -61,8 +61,12 @@ def stored_ref(value: Any) -> Any:
     """A ref as kept: numbers and short text as they are; anything else as bounded text."""
     if isinstance(value, enum.Enum):
         value = value.value
-    if value is None or isinstance(value, (bool, int, float)):
+    if value is None or isinstance(value, (bool, float)):
         return value
+    if isinstance(value, int):
+        # SQLite and json.dumps take 64-bit integers; a longer one (a hostile input's
+        # 5,000 digits) is kept as bounded text, never allowed to end the job.
+        return value if -(2**63) <= value < 2**63 else excerpt(value, _REF_LIMIT)
     if not isinstance(value, str):
         value = json.dumps(value, ensure_ascii=False, default=str)
     return excerpt(value, _REF_LIMIT)
