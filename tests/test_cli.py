@@ -555,3 +555,11 @@ async def test_emulator_command_serves(tmp_path: Path) -> None:
         process.send_signal(signal.SIGINT)
         await process.communicate()
     assert process.returncode in (0, 130)
+
+
+async def test_version_names_the_package_and_the_python() -> None:
+    from capillary_async import __version__
+
+    code, out, _ = await run_cli("--version", env=cli_env(None))
+    assert code == 0
+    assert out.strip() == f"capillary-async {__version__} (Python {sys.version.split()[0]})"

@@ -7,6 +7,7 @@ import base64
 import copy
 import hashlib
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -617,3 +618,32 @@ async def test_stats_endpoint_reports_the_audit(raw: Raw, emu: Emulator) -> None
     assert stats["records_changed"] == 1
     assert stats["faults"] == {"503": 1}
     assert stats["statuses"] == {"201": 1, "503": 1}
+
+
+async def test_a_client_that_goes_away_is_one_line_not_a_traceback(
+    emu: Emulator, caplog: pytest.LogCaptureFixture
+) -> None:
+    emu.latency = 0.2
+    caplog.set_level(logging.INFO)
+
+    async def ask(session: aiohttp.ClientSession) -> None:
+        async with session.post(
+            emu.base_url + "/v2/points/updateExpiry",
+            json={"expiryDateUpdateRequest": [EXPIRY_ITEM]},
+            headers={"Authorization": BASIC},
+        ) as response:
+            await response.read()
+
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(asyncio.TimeoutError):
+            await asyncio.wait_for(ask(session), 0.05)
+    for _ in range(100):  # the emulator notices when its handler wakes up
+        if emu.stats.gone:
+            break
+        await asyncio.sleep(0.01)
+    assert emu.stats.gone == 1
+    noted = [r for r in caplog.records if r.name == "capillary_async.emulator"]
+    assert [r.getMessage().split(" (")[0] for r in noted] == [
+        "a client went away before its answer"
+    ]
+    assert not [r for r in caplog.records if r.exc_info or r.name.startswith("aiohttp")]

@@ -13,7 +13,7 @@ import os
 import sys
 from collections.abc import Mapping, Sequence
 
-from .. import DEFAULT_MAX_RESPONSE_BYTES, excerpt
+from .. import DEFAULT_MAX_RESPONSE_BYTES, __version__, excerpt
 from ._env import UsageError, credentials_from_env, target_from
 from ._run import EXIT_INTERRUPTED, EXIT_USAGE, ApplyOptions, apply
 
@@ -153,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="capillary-async",
         description="Bulk jobs for Capillary's loyalty points APIs, from files.",
+    )
+    parser.add_argument(
+        "--version",
+        action="version",
+        version=f"capillary-async {__version__} (Python {sys.version.split()[0]})",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _apply_parser(sub, "expiry")

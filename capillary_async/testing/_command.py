@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
 
 from ._samples import sample_expiry_updates, write_csv, write_jsonl
@@ -118,6 +119,12 @@ async def serve_emulator(args: argparse.Namespace) -> None:
         writer = write_csv if args.write_sample.endswith(".csv") else write_jsonl
         count = writer(args.write_sample, items)
         print(f"wrote {count} sample items to {args.write_sample}", file=sys.stderr)
+    shown_log = logging.getLogger("capillary_async.emulator")
+    if not shown_log.handlers:  # what it notes (a client that went away), one line each
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("emulator: %(message)s"))
+        shown_log.addHandler(handler)
+        shown_log.setLevel(logging.INFO)
     async with emulator:
         default = args.password == "demo" and args.client_secret == "demo"
         shown = "demo" if default else "<as configured>"

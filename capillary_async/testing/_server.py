@@ -12,6 +12,7 @@ import contextlib
 import hashlib
 import itertools
 import json
+import logging
 import math
 import random
 import secrets
@@ -26,6 +27,9 @@ from ._faults import NO_FAULTS, FaultKind, Faults, _Bucket
 from ._handlers import ENVELOPES as ENVELOPES  # noqa: PLC0414
 from ._handlers import Envelope, _dumps, _errors, _PointsHandlers, _Refusal
 from ._store import Stats, Store
+
+#: The emulator's own log (the ``emulator`` command prints it): clients that went away.
+logger = logging.getLogger("capillary_async.emulator")
 
 __all__ = [
     "Emulator",
@@ -238,6 +242,17 @@ class Emulator(_PointsHandlers):
             self.stats.peak_concurrent = max(self.stats.peak_concurrent, self.stats.concurrent)
             try:
                 return await self._serve(request, request_id, handler)
+            except ConnectionResetError:  # aiohttp's own included
+                # A client that gave up mid-request (a timeout, a cancelled job):
+                # routine for a server, one line rather than aiohttp's traceback.
+                self.stats.gone += 1
+                logger.info(
+                    "a client went away before its answer (%s %s, request %s)",
+                    request.method,
+                    request.path,
+                    request_id,
+                )
+                return web.Response(status=499)  # nobody reads it: the connection is gone
             finally:
                 self.stats.concurrent -= 1
 

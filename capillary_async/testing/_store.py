@@ -123,6 +123,8 @@ class Stats:
     items: int = 0
     concurrent: int = 0
     peak_concurrent: int = 0
+    #: Requests whose client went away before the answer (a timeout, a cancelled job).
+    gone: int = 0
     by_path: collections.Counter[str] = attrs.field(factory=collections.Counter)
     by_status: collections.Counter[int] = attrs.field(factory=collections.Counter)
     faults: collections.Counter[str] = attrs.field(factory=collections.Counter)
