@@ -563,3 +563,39 @@ async def test_version_names_the_package_and_the_python() -> None:
     code, out, _ = await run_cli("--version", env=cli_env(None))
     assert code == 0
     assert out.strip() == f"capillary-async {__version__} (Python {sys.version.split()[0]})"
+
+
+def test_every_option_of_every_command_says_what_it_does_and_its_default() -> None:
+    import argparse
+
+    from capillary_async.cli import build_parser
+    from capillary_async.testing._command import _FAULT_HELP, FAULT_OPTIONS
+
+    assert _FAULT_HELP.keys() == FAULT_OPTIONS.keys()
+
+    def parsers(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+        found = [parser]
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child in action.choices.values():
+                    found += parsers(child)
+        return found
+
+    checked = 0
+    for parser in parsers(build_parser()):
+        for action in parser._actions:
+            if isinstance(
+                action, (argparse._HelpAction, argparse._VersionAction, argparse._SubParsersAction)
+            ):
+                continue
+            name = action.option_strings[-1] if action.option_strings else action.dest
+            assert action.help, f"{parser.prog} {name}: no help text"
+            default = action.default
+            if default not in (None, False, True) and action.option_strings:
+                assert "default" in action.help, f"{parser.prog} {name}: default not shown"
+            checked += 1
+    assert checked > 60
+    for kind in ("expiry", "redemption"):
+        apply = next(p for p in parsers(build_parser()) if p.prog.endswith(f"{kind} apply"))
+        assert f"capillary-async {kind} apply rows.jsonl" in (apply.epilog or "")
+        assert "exit codes:" in (apply.epilog or "")

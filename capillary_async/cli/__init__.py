@@ -11,6 +11,7 @@ import asyncio
 import logging
 import os
 import sys
+import textwrap
 from collections.abc import Mapping, Sequence
 
 from .. import DEFAULT_MAX_RESPONSE_BYTES, __version__, excerpt
@@ -45,29 +46,61 @@ def _shard(text: str) -> tuple[int, int]:
     return shard
 
 
+_APPLY_EPILOG = """\
+example:
+  CAPILLARY_USERNAME=till CAPILLARY_PASSWORD=... \\
+    capillary-async {kind} apply rows.jsonl --cluster EU{chunk} --journal job.db
+  (rerun the same command to resume; capillary-async emulator --write-sample
+  rows.jsonl makes rows that match a local emulator)
+
+exit codes:
+  0    every row succeeded (a dry run: every row is valid)
+  1    the job ran, and some rows did not succeed (or are invalid), or the
+       journal or an output could not be written: see the summary
+  2    refused before sending anything: options, the input file or a path,
+       the preflight, a journal or a shard another run holds
+  130  interrupted (Ctrl-C); rerun with the same --journal to resume
+"""
+
+
 def _apply_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser], kind: str) -> None:
     group = sub.add_parser(kind, help=f"{kind} bulk jobs")
     actions = group.add_subparsers(dest="action", required=True)
     parser = actions.add_parser(
         "apply",
         help=f"apply an {kind} file" if kind == "expiry" else "apply a redemption file",
-        description=(
+        description=textwrap.fill(
             "INPUT is .jsonl (one wire-format object a line), .csv (a header of wire names, "
             "nested fields as dotted names such as expiryDate.expiryType) or - for JSONL on "
             "standard input. Credentials come from CAPILLARY_USERNAME with CAPILLARY_PASSWORD "
             "or CAPILLARY_PASSWORD_MD5, CAPILLARY_CLIENT_KEY with CAPILLARY_CLIENT_SECRET, or "
             "CAPILLARY_TOKEN; the target from --base-url / --cluster or CAPILLARY_BASE_URL / "
-            "CAPILLARY_CLUSTER."
+            "CAPILLARY_CLUSTER.",
+            79,
         ),
+        epilog=_APPLY_EPILOG.format(
+            kind=kind, chunk=" --chunk-size 100" if kind == "expiry" else ""
+        ),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("input", metavar="INPUT")
+    parser.add_argument("input", metavar="INPUT", help="the rows: FILE.jsonl, FILE.csv or -")
     where = parser.add_mutually_exclusive_group()
-    where.add_argument("--base-url", metavar="URL")
+    where.add_argument("--base-url", metavar="URL", help="the API's base URL, such as https://...")
     where.add_argument("--cluster", metavar="NAME", help="EU, APAC, APAC2, SEA, US, USHC, CN...")
     if kind == "expiry":
-        parser.add_argument("--chunk-size", type=_positive_int, default=100)
-    parser.add_argument("--concurrency", type=_positive_int, default=8)
-    parser.add_argument("--rate", type=_rate, help="requests per second at most")
+        parser.add_argument(
+            "--chunk-size",
+            type=_positive_int,
+            default=100,
+            help="items per request (default: %(default)s)",
+        )
+    parser.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=8,
+        help="requests in flight at most (default: %(default)s)",
+    )
+    parser.add_argument("--rate", type=_rate, help="requests per second at most (default: none)")
     parser.add_argument(
         "--adaptive",
         action="store_true",
@@ -167,8 +200,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_emulator_arguments(emulator)
     demo = sub.add_parser("demo", help="a bulk job against the built-in emulator, no setup")
-    demo.add_argument("--items", type=_positive_int, default=20_000)
-    demo.add_argument("--dir", metavar="PATH", help="where to write the sample and the report")
+    demo.add_argument(
+        "--items",
+        type=_positive_int,
+        default=20_000,
+        help="rows in the sample file (default: %(default)s)",
+    )
+    demo.add_argument(
+        "--dir",
+        metavar="PATH",
+        help="where to write the sample and the report (default: a temporary directory)",
+    )
     return parser
 
 

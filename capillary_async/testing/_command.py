@@ -46,34 +46,126 @@ FAULT_OPTIONS = {
 }
 
 
+_FAULT_HELP = {
+    "fault_429": "answered 429 with Retry-After",
+    "fault_429_no_retry_after": "answered 429 without Retry-After",
+    "fault_500": "answered 500",
+    "fault_503": "answered 503 (Capillary's 4001)",
+    "fault_521": "answered 521",
+    "fault_drop_before": "dropped before they are applied",
+    "fault_drop_after": "applied, then dropped without an answer",
+    "fault_slow": "answered only after --slow-seconds",
+}
+
+
 def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
     """The emulator's options, shared with the ``capillary-async emulator`` command."""
-    parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--port", type=int, default=8080, help="0 picks a free port")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the data set and faults")
-    parser.add_argument("--customers", type=int, default=100)
-    parser.add_argument("--awards-per-customer", type=int, default=5)
-    parser.add_argument("--redemptions", type=int, default=20)
-    parser.add_argument("--latency-ms", type=_latency, default=0.0, metavar="MS|LOW-HIGH")
-    parser.add_argument("--timezone", default="UTC", help="cluster timezone: UTC or +05:30")
-    parser.add_argument("--envelope", choices=ENVELOPES, default=ENVELOPES[0])
-    parser.add_argument("--partial-status", type=int, choices=(200, 201, 400), default=201)
-    parser.add_argument("--max-items", type=int, default=100)
-    parser.add_argument("--token-ttl", type=int, default=300, help="OAuth token life, seconds")
-    parser.add_argument("--rate-limit", type=float, default=None, help="requests per second")
-    parser.add_argument("--username", default="demo")
-    parser.add_argument("--password", default="demo")
-    parser.add_argument("--client-key", default="demo")
-    parser.add_argument("--client-secret", default="demo")
-    for option in FAULT_OPTIONS:
+    parser.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--port", type=int, default=8080, help="port; 0 picks a free one (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of the data set and faults (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--customers", type=int, default=100, help="customers to make (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--awards-per-customer",
+        type=int,
+        default=5,
+        help="points-awarded records per customer (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--redemptions", type=int, default=20, help="redemptions to make (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--latency-ms",
+        type=_latency,
+        default=0.0,
+        metavar="MS|LOW-HIGH",
+        help="delay before each answer, fixed or uniform in LOW-HIGH (default: 0)",
+    )
+    parser.add_argument(
+        "--timezone", default="UTC", help="cluster timezone: UTC or +05:30 (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--envelope",
+        choices=ENVELOPES,
+        default=ENVELOPES[0],
+        help="which documented shape updateExpiry answers in (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--partial-status",
+        type=int,
+        choices=(200, 201, 400),
+        default=201,
+        help="status of an updateExpiry answer with per-item failures (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-items",
+        type=int,
+        default=100,
+        help="most items one updateExpiry request may hold, else 413 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--token-ttl",
+        type=int,
+        default=300,
+        help="OAuth token life, seconds (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--rate-limit",
+        type=float,
+        default=None,
+        help="requests per second across all clients, 429 above it (default: no limit)",
+    )
+    parser.add_argument("--username", default="demo", help="Basic auth user (default: %(default)s)")
+    parser.add_argument("--password", default="demo", help="Basic auth password (default: demo)")
+    parser.add_argument("--client-key", default="demo", help="OAuth client key (default: demo)")
+    parser.add_argument(
+        "--client-secret", default="demo", help="OAuth client secret (default: demo)"
+    )
+    for option, what in _FAULT_HELP.items():
         parser.add_argument(
-            "--" + option.replace("_", "-"), dest=option, type=_rate, default=0.0, metavar="RATE"
+            "--" + option.replace("_", "-"),
+            dest=option,
+            type=_rate,
+            default=0.0,
+            metavar="RATE",
+            help=f"share of requests (0 to 1) {what} (default: 0)",
         )
-    parser.add_argument("--slow-seconds", type=float, default=30.0)
-    parser.add_argument("--retry-after", type=float, default=1.0)
-    parser.add_argument("--write-sample", metavar="PATH", help="write matching input (.jsonl/.csv)")
-    parser.add_argument("--sample-count", type=int, default=1000)
-    parser.add_argument("--sample-bad", type=_rate, default=0.02, help="share of bad rows")
+    parser.add_argument(
+        "--slow-seconds",
+        type=float,
+        default=30.0,
+        help="how long a 'slow' fault holds its answer (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--retry-after",
+        type=float,
+        default=1.0,
+        help="Retry-After of a 429 fault, seconds (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--write-sample",
+        metavar="PATH",
+        help="write input that matches this emulator's records (.jsonl or .csv), then serve",
+    )
+    parser.add_argument(
+        "--sample-count",
+        type=int,
+        default=1000,
+        help="rows of --write-sample (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--sample-bad",
+        type=_rate,
+        default=0.02,
+        help="share of --write-sample rows the client or the server refuses (default: %(default)s)",
+    )
 
 
 def emulator_from_args(args: argparse.Namespace) -> Emulator:
