@@ -224,6 +224,19 @@ def self_signed_cert(directory: Path) -> tuple[Path, Path]:
     return cert, key
 
 
+#: What Python 3.13's strict X.509 checks (ssl.VERIFY_X509_STRICT, on by default) ask
+#: of a CA and of what it signs: a CA's key usage, a leaf's authority key identifier.
+CA_EXTENSIONS = (
+    "-addext", "basicConstraints=critical,CA:TRUE",
+    "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    "-addext", "subjectKeyIdentifier=hash",
+)  # fmt: skip
+LEAF_EXTENSIONS = (
+    "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n"
+    "authorityKeyIdentifier=keyid,issuer\nsubjectKeyIdentifier=hash\n"
+)
+
+
 class PrivateCA:
     """A throwaway CA (openssl) and what it signed: a server and a client certificate."""
 
@@ -233,7 +246,7 @@ class PrivateCA:
         _openssl(
             "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
             "-nodes", "-keyout", str(ca_key), "-out", str(self.ca), "-days", "1",
-            "-subj", "/CN=capillary test CA",
+            "-subj", "/CN=capillary test CA", *CA_EXTENSIONS,
         )  # fmt: skip
         self.server_cert, self.server_key = self._sign("server", ca_key, server=True)
         self.client_cert, self.client_key = self._sign("client", ca_key, server=False)
@@ -243,9 +256,12 @@ class PrivateCA:
         request = self.directory / f"{name}.csr"
         extensions = self.directory / f"{name}.ext"
         extensions.write_text(
-            "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
-            if server
-            else "extendedKeyUsage=clientAuth\n"
+            LEAF_EXTENSIONS
+            + (
+                "subjectAltName=IP:127.0.0.1,DNS:localhost\nextendedKeyUsage=serverAuth\n"
+                if server
+                else "extendedKeyUsage=clientAuth\n"
+            )
         )
         _openssl(
             "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",

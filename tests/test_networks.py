@@ -31,7 +31,7 @@ from capillary_async import (
 from capillary_async.testing import Emulator, sample_expiry_updates
 
 from .loopback import serving
-from .redis_server import need
+from .redis_server import CA_EXTENSIONS, LEAF_EXTENSIONS, need
 from .test_hostile import client_with, item, success_for
 
 PROXY_USER, PROXY_PASSWORD = "corp.user", "Pr0xy-S3cret-pw!"
@@ -104,13 +104,13 @@ def make_ca(directory: Path) -> tuple[Path, Path, Path]:
         directory / name for name in ("ca.key", "ca.pem", "server.key", "server.csr", "server.pem")
     )
     ext = directory / "ext.cnf"
-    ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    ext.write_text(LEAF_EXTENSIONS + "subjectAltName=IP:127.0.0.1,DNS:localhost\n")
 
     def run(*args: str) -> None:
         subprocess.run([openssl, *args], capture_output=True, check=True, timeout=30)
 
     run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", str(ca_key), "-out", str(ca),
-        "-days", "1", "-subj", "/CN=Corp Test CA")  # fmt: skip
+        "-days", "1", "-subj", "/CN=Corp Test CA", *CA_EXTENSIONS)  # fmt: skip
     run("req", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
         "-subj", "/CN=127.0.0.1")  # fmt: skip
     run("x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
