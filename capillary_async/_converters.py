@@ -268,7 +268,8 @@ def to_wire(model: Any) -> Any:
     return _fast.unstructure(model)
 
 
-_EXPIRY_KEYS = frozenset(
+#: The wire fields of an ``expiryDateUpdateRequest`` item (and of its ``expiryDate``).
+EXPIRY_KEYS = frozenset(
     {
         "identifierName",
         "identifierValue",
@@ -284,7 +285,7 @@ _EXPIRY_KEYS = frozenset(
         "customMeta",
     }
 )
-_EXPIRY_DATE_KEYS = frozenset({"expiryType", "expiryValue"})
+EXPIRY_DATE_KEYS = frozenset({"expiryType", "expiryValue"})
 _STANDARD_META_KEYS = frozenset({"who_raised", "who_approved", "reason_for_trigger"})
 
 
@@ -295,10 +296,10 @@ def direct_expiry_update(data: Mapping[str, Any]) -> m.ExpiryUpdate:
     ``from_wire`` then takes the general path, which gives the same result or
     the precise error.
     """
-    if not data.keys() <= _EXPIRY_KEYS:
+    if not data.keys() <= EXPIRY_KEYS:
         raise KeyError("unknown key")
     expiry = data["expiryDate"]
-    if type(expiry) is not dict or not expiry.keys() <= _EXPIRY_DATE_KEYS:
+    if type(expiry) is not dict or not expiry.keys() <= EXPIRY_DATE_KEYS:
         raise TypeError("expiryDate")
     meta = data.get("standardMeta")
     if meta is not None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from datetime import date
 from typing import Any
 
+from ._converters import EXPIRY_DATE_KEYS, EXPIRY_KEYS
 from ._enums import (
     ExpiryType,
     ExpiryUpdateReasonType,
@@ -24,29 +25,17 @@ from ._enums import (
 from ._models_common import JAVA_LONG_MAX
 from ._models_expiry import _ISO_DATE
 
-__all__ = ["checked_wire"]
+__all__ = ["REF_TYPES", "checked_wire"]
 
 _NAMES = frozenset(IdentifierName._value2member_map_)
-_REF_TYPES: dict[Any, PointsAwardedRefType] = dict(PointsAwardedRefType._value2member_map_)
+#: A known ``pointsAwardedRefType`` text and its member (the key of an item).
+REF_TYPES: dict[Any, PointsAwardedRefType] = dict(PointsAwardedRefType._value2member_map_)
 _IDEMPOTENT = {member.value: member.idempotent for member in ExpiryType}
 _CATEGORIES = frozenset(PointCategoryType._value2member_map_)
 _REASONS = frozenset(ExpiryUpdateReasonType._value2member_map_)
 _REQUIRED = 6
-_KNOWN = frozenset(
-    {
-        "identifierName",
-        "identifierValue",
-        "programId",
-        "pointsAwardedRefId",
-        "pointsAwardedRefType",
-        "expiryDate",
-        "currencyName",
-        "pointCategoryType",
-        "expiryUpdateReasonType",
-        "expiryUpdateReasonNote",
-    }
-)
-_DATE_KEYS = frozenset({"expiryType", "expiryValue"})
+#: The fields this lane reads; ``standardMeta`` and ``customMeta`` go through the model.
+_KNOWN = EXPIRY_KEYS - {"standardMeta", "customMeta"}
 #: FIXED_DATE values already found to be calendar dates (a bulk job repeats a few).
 _DATES: dict[str, None] = {}
 _MAX_DATES = 4096
@@ -75,7 +64,7 @@ def _text(value: Any) -> str | None:
 
 def _expiry(value: Any) -> tuple[dict[str, str], bool] | None:
     """``expiryDate``'s wire form and whether it is idempotent, or None."""
-    if type(value) is not dict or not value.keys() <= _DATE_KEYS:
+    if type(value) is not dict or not value.keys() <= EXPIRY_DATE_KEYS:
         return None
     kind = value.get("expiryType")
     if type(kind) is not str or (idempotent := _IDEMPOTENT.get(kind)) is None:
@@ -126,7 +115,7 @@ def checked_wire(
     ref_type = data.get("pointsAwardedRefType")
     if type(name) is not str or name not in _NAMES or type(ref_type) is not str:
         return None
-    member = _REF_TYPES.get(ref_type)
+    member = REF_TYPES.get(ref_type)
     value = _text(data.get("identifierValue"))
     program = _long(data.get("programId"))
     ref_id = _long(data.get("pointsAwardedRefId"))

@@ -23,7 +23,7 @@ from .._endpoints import (
 )
 from .._enums import PointsAwardedRefType
 from .._exceptions import CapillaryError, ValidationError, excerpt
-from .._fast_expiry import checked_wire
+from .._fast_expiry import REF_TYPES, checked_wire
 from .._models import ExpiryUpdate, ExpiryUpdateEntry, Redemption, RedemptionUpdate
 from .._types import AcceptFn, BeforeSend, Reply, _Unset
 from ._outcomes import Lazy, Merged, OutcomeStatus, Prepared, Verdict
@@ -144,7 +144,6 @@ def _ref_key(ref_id: object, ref_type: object) -> tuple[int, object] | None:
     return (ref_id, ref_type)
 
 
-_REF_MEMBERS: dict[str, Any] = dict(PointsAwardedRefType._value2member_map_)
 SUCCEEDED, FAILED, UNKNOWN = OutcomeStatus.SUCCEEDED, OutcomeStatus.FAILED, OutcomeStatus.UNKNOWN
 _UNMENTIONED = "the answer did not mention this item: it may or may not have been applied"
 _read_entry = functools.partial(from_wire, ExpiryUpdateEntry)
@@ -191,7 +190,7 @@ def _success_key(entry: Any) -> Hashable | None:
     ref_id, ref_type = logs.get("paId"), logs.get("paType")
     # The common case inline: an int and a text (the type, or an unknown one).
     if type(ref_id) is int and 0 < ref_id < 2**63 and type(ref_type) is str:
-        return (ref_id, _REF_MEMBERS.get(ref_type, ref_type))
+        return (ref_id, REF_TYPES.get(ref_type, ref_type))
     return _ref_key(ref_id, ref_type)
 
 

@@ -143,12 +143,8 @@ class OutcomeStream:
 
     async def _exhaust(self) -> None:
         """Read to the end without handing outcomes out one by one (a bulk call's report)."""
-        self._batch, self._next = [], 0
-        try:
-            while True:
-                await receive_fast(self._receive)
-        except anyio.EndOfStream:
-            self.exhausted = True
+        async for _ in self.batches():
+            pass
 
 
 @contextlib.asynccontextmanager
