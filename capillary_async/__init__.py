@@ -32,6 +32,7 @@ from ._enums import (
     PointCategoryType,
     PointsAwardedRefType,
 )
+from ._env import base_url_from_env, credentials_from_env
 from ._exceptions import (
     APIError,
     AuthenticationError,
@@ -153,6 +154,8 @@ __all__ = [
     "TransportError",
     "ValidationError",
     "__version__",
+    "base_url_from_env",
+    "credentials_from_env",
     "excerpt",
     "from_wire",
     "resolve_base_url",

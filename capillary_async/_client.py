@@ -33,6 +33,7 @@ from ._config import (
     resolve_base_url,
 )
 from ._endpoints import EXPIRY_LIST_FIELD, UPDATE_EXPIRY_PATH, not_capillary, speaks_capillary
+from ._env import base_url_from_env, credentials_from_env
 from ._exceptions import (
     APIError,
 )
@@ -49,33 +50,45 @@ __all__ = ["CapillaryClient", "logger"]
 
 
 class CapillaryClient(Sender):
-    """An asyncio client for Capillary's APIs; share one per process.
+    """An asyncio client for Capillary's APIs; share one per process (per event loop).
+
+    ``client.points`` holds the calls: ``update_redemption``, ``update_expiry``,
+    ``bulk_update_expiry`` / ``stream_update_expiry`` (any number of items,
+    chunked and concurrent) and their redemption twins. ``request()`` calls any
+    other endpoint; ``check()`` proves the target and credentials;
+    ``with_options()`` varies the defaults per request. ``from_env()`` reads
+    the target and credentials from ``CAPILLARY_*`` variables. The guides,
+    and what each option does in detail: ``docs/`` (``docs/client.md``).
 
     It owns a pooled ``aiohttp.ClientSession``, made on first use inside the
-    running loop (or uses the ``session`` given, which it then never closes).
-    Use it as an async context manager, or call ``aclose()``.
+    running loop; use it as an async context manager, or call ``aclose()``.
 
-    ``timeout`` bounds each attempt: a ``Timeouts``, a number of seconds for
-    one exchange, or ``None`` for no limit. ``deadline`` bounds a whole single
-    call, retries, backoff and pace waits included (``DeadlineExceededError``
-    when it runs out; None, the default, for no bound). Every call may
-    override either. ``headers`` are added
-    to every request (attribution headers, for example). A response body larger
-    than ``max_response_bytes`` (16 MiB by default; ``None`` for no limit) is
-    not read: the call raises ``ResponseTooLargeError``.
+    Options (all keyword-only but the first):
 
-    One limiter paces every request the client sends (single calls first, then
-    bulk work): ``rate_limit`` (requests per second) makes an in-process one;
-    ``limiter`` takes any ``Limiter``, such as a ``RedisLimiter`` shared by a
-    fleet. Either way a 429 or a ``Retry-After`` pauses every request.
-
-    Networks: ``proxy`` is a URL (``http://user:password@proxy:3128``; its
-    credentials never appear in any text of ours), ``ssl`` an
-    ``ssl.SSLContext`` (a corporate CA, a client certificate) or ``False``
-    (no verification: loopback only), ``trust_env=True`` reads
-    ``HTTPS_PROXY`` / ``NO_PROXY`` and netrc. A ``session`` passed in lends
-    its connection pool only; ``max_connections``, ``proxy``, ``ssl`` and
-    ``trust_env`` cannot apply to it and are refused with it.
+    - ``base_url``: a ``Cluster`` or an ``https://`` URL (``http://`` only for
+      loopback, or with ``allow_insecure=True``).
+    - ``auth``: ``BasicAuth``, ``OAuthCredentials`` or ``BearerToken``.
+    - ``retry``: a ``RetryPolicy`` (default: 4 attempts, jittered backoff,
+      ``Retry-After`` honoured); ``RetryPolicy.disabled()`` for none.
+    - ``timeout``: bounds each attempt: ``Timeouts(connect=10, total=60)``
+      (the default), a number of seconds, or ``None``.
+    - ``deadline``: seconds for a whole single call, retries, backoff and pace
+      waits included (``DeadlineExceededError``); ``None`` (default) for none.
+    - ``headers``: added to every request (attribution headers, say).
+    - ``max_response_bytes``: a larger body is not read
+      (``ResponseTooLargeError``); 16 MiB by default, ``None`` for no limit.
+    - ``rate_limit`` (requests per second) or ``limiter`` (any ``Limiter``,
+      such as a ``RedisLimiter`` shared by a fleet): one pace for every
+      request, single calls first; a 429 or ``Retry-After`` pauses them all.
+    - ``on_retry``: told of every retry (a ``RetryEvent``) before its wait.
+    - ``max_connections`` (100), ``proxy`` (a URL; its credentials never
+      appear in our text), ``ssl`` (an ``ssl.SSLContext``, or ``False`` for
+      loopback only), ``trust_env`` (``HTTPS_PROXY``, ``NO_PROXY``, netrc).
+    - ``session``: an ``aiohttp.ClientSession`` whose connection pool is lent
+      (never closed by us, its defaults never applied); refused together
+      with the four network options above.
+    - ``transport`` and ``clock``: for tests (a ``MockTransport``; an object
+      with ``monotonic()`` and ``async sleep()``).
     """
 
     def __init__(
@@ -160,7 +173,27 @@ class CapillaryClient(Sender):
         #: for this client and every client ``with_options`` derives from it.
         self._shared = Shared()
         self._derived = False
-        self.points: PointsResource = PointsResource(self)
+        self._points = PointsResource(self)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None, **options: Any) -> CapillaryClient:
+        """A client for the target and credentials the environment names.
+
+        Reads what the command line reads: ``CAPILLARY_BASE_URL`` or
+        ``CAPILLARY_CLUSTER``, and one of ``CAPILLARY_USERNAME`` with
+        ``CAPILLARY_PASSWORD`` (or ``CAPILLARY_PASSWORD_MD5``),
+        ``CAPILLARY_CLIENT_KEY`` with ``CAPILLARY_CLIENT_SECRET``, or
+        ``CAPILLARY_TOKEN``. So the same code runs against a real cluster and
+        against a local emulator. ``options`` are the constructor's other
+        keywords. A missing or half-set variable raises ``ValueError`` naming
+        it, never quoting a value.
+        """
+        return cls(base_url_from_env(env), auth=credentials_from_env(env), **options)
+
+    @property
+    def points(self) -> PointsResource:
+        """The points calls: ``update_redemption``, ``update_expiry``, and the bulk ones."""
+        return self._points
 
     def with_options(
         self,
@@ -195,7 +228,7 @@ class CapillaryClient(Sender):
             derived.deadline = checked_deadline(deadline)
         if not isinstance(on_retry, _Unset):
             derived.on_retry = _checked_hook(on_retry)
-        derived.points = PointsResource(derived)
+        derived._points = PointsResource(derived)
         return derived
 
     # -- lifecycle ------------------------------------------------------------

@@ -148,7 +148,25 @@ class PointsResource:
         about ``concurrency x chunk_size`` items are held at once, whatever the
         input size. Use as ``async with ... as outcomes: async for outcome in
         outcomes``; leaving the block early cancels the job, and
-        ``outcomes.stop()`` ends it gracefully. Options: ``BulkOptions``.
+        ``outcomes.stop()`` ends it gracefully (see ``OutcomeStream.stop``).
+
+        Options, as keywords or one ``BulkOptions`` (``options=``; keywords win):
+
+        - ``chunk_size`` (100): items per request; ``concurrency`` (8): requests
+          in flight; ``rate_limit``: requests per second for this job, inside
+          the client's pace; ``flush_after`` (1.0 s): send a partial chunk
+          when an async input stalls this long.
+        - ``retry`` (the client's ``RetryPolicy``), ``retry_budget`` (a
+          ``RetryBudget`` for the whole job), ``timeout`` (per attempt, the
+          client's by default), ``headers`` (merged over the client's).
+        - ``fail_fast`` (False): stop at the first chunk that fails.
+        - ``on_progress``: a function or coroutine function given a
+          ``Progress`` at least once per completed chunk.
+        - ``journal``: an SQLite file that makes the job resumable;
+          ``retry_unknown`` (False) resends items a journal holds as ``unknown``.
+        - ``dry_run`` (False): validate, send nothing; ``preflight`` (False):
+          run ``client.check()`` first.
+        - ``keep_failures`` / ``keep_all``: which outcomes the report keeps.
 
         The caller consumes the outcomes, so the report keeps none of them
         unless asked: ``keep_failures=True`` keeps those that did not succeed,
@@ -171,7 +189,25 @@ class PointsResource:
         ``report.total``. The outcomes of items that did not succeed are kept
         (``report.failures()``) unless ``keep_failures=False``. With
         ``journal="job.db"`` an interrupted job picks up where it stopped when
-        run again with the same input. See ``BulkOptions`` for every option.
+        run again with the same input.
+
+        Options, as keywords or one ``BulkOptions`` (``options=``; keywords win):
+
+        - ``chunk_size`` (100): items per request; ``concurrency`` (8): requests
+          in flight; ``rate_limit``: requests per second for this job, inside
+          the client's pace; ``flush_after`` (1.0 s): send a partial chunk
+          when an async input stalls this long.
+        - ``retry`` (the client's ``RetryPolicy``), ``retry_budget`` (a
+          ``RetryBudget`` for the whole job), ``timeout`` (per attempt, the
+          client's by default), ``headers`` (merged over the client's).
+        - ``fail_fast`` (False): stop at the first chunk that fails.
+        - ``on_progress``: a function or coroutine function given a
+          ``Progress`` at least once per completed chunk.
+        - ``journal``: an SQLite file that makes the job resumable;
+          ``retry_unknown`` (False) resends items a journal holds as ``unknown``.
+        - ``dry_run`` (False): validate, send nothing; ``preflight`` (False):
+          run ``client.check()`` first.
+        - ``keep_failures`` / ``keep_all``: which outcomes the report keeps.
         """
         spec = ExpirySpec(self._client, *_per_call(options, kwargs))
         return await _drain(self._open(spec, items, options, kwargs, True))

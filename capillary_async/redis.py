@@ -337,6 +337,18 @@ class RedisLimiter:
     ``rate_limit / members``, so a fleet of N that starts while Redis is down
     should say N. Like any asyncio client, it belongs to the event loop it is
     first used in.
+
+    Options:
+
+    - ``name``: what the fleet shares (keys ``capillary:{name}:*``); every
+      member that paces together uses the same one.
+    - ``rate_limit``: requests per second for the whole fleet (at least 0.001).
+    - ``adaptive`` (False): halve the shared rate on a 429 and grow it back.
+    - ``members`` (1): the fleet's size to assume until Redis has been reached.
+    - ``clock``: for tests; ``owns_client`` (False): close ``client`` in ``aclose()``.
+
+    ``check()`` proves Redis can be used (raising ``RedisLimiterError``),
+    ``claim()`` keeps shards of one input apart, ``aclose()`` releases it.
     """
 
     def __init__(

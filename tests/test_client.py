@@ -546,3 +546,69 @@ def test_client_repr_hides_the_password() -> None:
     assert "till.user" in text
     for secret in ("s3cret", digest, header, header.split(" ", 1)[1]):
         assert secret not in text
+
+
+async def test_from_env_reads_the_target_and_credentials_the_command_line_reads() -> None:
+    from capillary_async import BasicAuth, BearerToken, OAuthCredentials
+    from capillary_async.testing import Emulator
+
+    async with Emulator() as emu:
+        env = {
+            "CAPILLARY_BASE_URL": emu.base_url,
+            "CAPILLARY_USERNAME": "demo",
+            "CAPILLARY_PASSWORD": "demo",
+        }
+        async with CapillaryClient.from_env(env, deadline=5) as client:
+            assert client.base_url == emu.base_url
+            assert isinstance(client.auth, BasicAuth)
+            assert client.deadline == 5
+            await client.check()  # the credentials work
+    eu = CapillaryClient.from_env({"CAPILLARY_CLUSTER": "eu", "CAPILLARY_TOKEN": "t" * 20})
+    assert eu.cluster is None
+    assert eu.base_url.startswith("https://eu")
+    assert isinstance(eu.auth, BearerToken)
+    oauth = {"CAPILLARY_CLUSTER": "EU", "CAPILLARY_CLIENT_KEY": "k", "CAPILLARY_CLIENT_SECRET": "s"}
+    assert isinstance(CapillaryClient.from_env(oauth).auth, OAuthCredentials)
+
+
+@pytest.mark.parametrize(
+    ("env", "named"),
+    [
+        ({}, "no target: set CAPILLARY_BASE_URL or CAPILLARY_CLUSTER"),
+        ({"CAPILLARY_CLUSTER": "mars", "CAPILLARY_TOKEN": "x" * 20}, "CAPILLARY_CLUSTER:"),
+        (
+            {"CAPILLARY_BASE_URL": "ftp://u:hunter2secret@h/", "CAPILLARY_TOKEN": "x" * 20},
+            "CAPILLARY_BASE_URL:",
+        ),
+        (
+            {"CAPILLARY_BASE_URL": "https://a", "CAPILLARY_CLUSTER": "EU"},
+            "CAPILLARY_BASE_URL or CAPILLARY_CLUSTER, not both",
+        ),
+        ({"CAPILLARY_CLUSTER": "EU"}, "no credentials"),
+        ({"CAPILLARY_CLUSTER": "EU", "CAPILLARY_USERNAME": "u"}, "CAPILLARY_PASSWORD is not set"),
+        (
+            {"CAPILLARY_CLUSTER": "EU", "CAPILLARY_PASSWORD": "hunter2secret"},
+            "CAPILLARY_USERNAME is not set",
+        ),
+        (
+            {"CAPILLARY_CLUSTER": "EU", "CAPILLARY_TOKEN": "t" * 20, "CAPILLARY_CLIENT_KEY": "k"},
+            "CAPILLARY_CLIENT_SECRET is not set",
+        ),
+    ],
+)
+def test_from_env_names_the_variable_and_never_quotes_a_value(
+    env: dict[str, str], named: str
+) -> None:
+    with pytest.raises(ValueError, match=named) as caught:
+        CapillaryClient.from_env(env)
+    assert "hunter2secret" not in str(caught.value)
+
+
+def test_help_shows_the_points_calls_and_the_options() -> None:
+    import pydoc
+
+    text = pydoc.render_doc(CapillaryClient, renderer=pydoc.plaintext)
+    assert "points" in text
+    assert "update_expiry" in text
+    for option in ("deadline", "max_response_bytes", "rate_limit", "proxy", "from_env"):
+        assert option in text
