@@ -25,6 +25,7 @@ from capillary_async import (
     Entity,
     ExpiryDate,
     ExpiryUpdate,
+    ItemFailure,
     PointsExpiryUpdateLog,
     RedemptionUpdate,
     StandardMeta,
@@ -107,6 +108,8 @@ async def run(args: argparse.Namespace) -> None:
                         f"{logs.old_expiry_date_iso} -> {logs.new_expiry_date_iso}"
                     )
             for failure in result.failures:
+                if not isinstance(failure, ItemFailure):
+                    continue  # an entry Capillary garbled stays the JSON it was
                 print(
                     f"  refused {failure.points_awarded_ref_type} "
                     f"{failure.points_awarded_ref_id}: {failure.error_code} "

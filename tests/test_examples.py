@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
 
-from capillary_async.testing import Emulator, sample_expiry_updates, write_jsonl
+from capillary_async.testing import Emulator, sample_expiry_updates, write_csv, write_jsonl
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -75,3 +79,118 @@ async def test_the_worker_stops_on_a_signal_and_accounts_for_every_item_it_took(
     assert succeeded == applied  # what it says it applied, the server applied
     produced = taken - requeued + left  # the rest is on the queue, for the next worker
     assert produced <= 400
+
+
+def _load(name: str) -> Any:
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+async def test_the_web_app_shares_one_client_and_answers_from_capillary(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    webapp = _load("webapp")
+    async with Emulator() as emu:
+        monkeypatch.setenv("CAPILLARY_BASE_URL", emu.base_url)
+        monkeypatch.setenv("CAPILLARY_USERNAME", "demo")
+        monkeypatch.setenv("CAPILLARY_PASSWORD", "demo")
+        app = webapp.make_app()
+        async with TestClient(TestServer(app)) as http:
+            ready = await http.get("/ready")
+            assert ready.status == 200
+            assert await ready.json() == {"ready": True}
+            client = app[webapp.CLIENT]
+
+            redeemed = await http.put(
+                "/redemptions/Hcmxfn",
+                json={"mobile": "910000100067", "bill_number": "txn-80"},
+                headers={"X-Store": "store-7"},
+            )
+            assert redeemed.status == 200, await redeemed.text()
+            body = await redeemed.json()
+            assert body["redemption_id"] == "Hcmxfn"
+            assert body["bill_number"] == "txn-80"
+            assert body["request_id"].startswith("emu-")
+            assert emu.store.redemptions["Hcmxfn"].bill_number == "txn-80"
+
+            award = emu.store.awards[(117000000, "POINT_AWARDED_LINEITEM_PROMOTION")]
+            item = {
+                "identifierName": "id", "identifierValue": "100000", "programId": 469,
+                "pointsAwardedRefId": 117000000,
+                "pointsAwardedRefType": "POINT_AWARDED_LINEITEM_PROMOTION",
+                "expiryDate": {"expiryType": "FIXED_DATE", "expiryValue": "2030-01-31"},
+            }  # fmt: skip
+            stranger = {**item, "pointsAwardedRefId": 999, "identifierValue": "100001"}
+            extended = await http.post("/expiry", json={"items": [item, stranger]})
+            assert extended.status == 200, await extended.text()
+            result = await extended.json()
+            assert result["updated"] == [117000000]
+            assert [r["ref_id"] for r in result["refused"]] == [999]
+            assert award.expiry.date().isoformat() == "2030-01-31"
+
+            bad = await http.put("/redemptions/Hcmxfn", json={"mobile": "910000100067"})
+            assert bad.status == 422  # nothing to update: refused before sending
+            assert "bill_id" in (await bad.json())["reason"]
+            unknown = await http.put(
+                "/redemptions/NOSUCH", json={"mobile": "910000100067", "bill_number": "x"}
+            )
+            assert unknown.status == 502
+            assert (await unknown.json())["codes"]
+            assert app[webapp.CLIENT] is client  # one client for every request
+        assert client.closed  # cleanup_ctx closed it at shutdown
+
+
+async def test_the_bulk_job_is_interrupted_and_resumed_and_applies_every_row_once(
+    tmp_path: Path,
+) -> None:
+    async with Emulator(seed=3, customers=200, awards_per_customer=3, latency=0.05) as emu:
+        rows = sample_expiry_updates(emu.store, 400, seed=5, bad=0.02, now=emu.clock.now())
+        source = tmp_path / "extend.csv"
+        write_csv(source, rows)
+        env = {
+            **{k: v for k, v in os.environ.items() if not k.startswith("CAPILLARY_")},
+            "CAPILLARY_BASE_URL": emu.base_url,
+            "CAPILLARY_USERNAME": "demo",
+            "CAPILLARY_PASSWORD": "demo",
+        }
+        command = [
+            sys.executable, str(EXAMPLES / "bulk_job.py"), str(source),
+            "--concurrency", "2", "--chunk-size", "10",
+            "--journal", str(tmp_path / "extend.db"), "--failures", str(tmp_path / "f.csv"),
+        ]  # fmt: skip
+        first = await asyncio.create_subprocess_exec(
+            *command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        assert first.stdout is not None
+        done = 0
+        while done < 100:  # a quarter of the rows are done: interrupt it as Ctrl-C would
+            line = (await asyncio.wait_for(first.stdout.readline(), 30)).decode()
+            assert line, "the job ended before it could be interrupted"
+            if line.startswith("progress"):
+                done = int(line.split()[1])
+        first.send_signal(signal.SIGINT)
+        out, err = await asyncio.wait_for(first.communicate(), 30)
+        assert first.returncode == 130, err.decode()
+        assert b"run the same command again to resume" in out
+        interrupted = json.loads(out.decode().splitlines()[-2])
+        assert 0 < interrupted["succeeded"] < interrupted["total"] <= 400
+        assert interrupted["input_complete"] is False  # the rest of the file was left unread
+        assert interrupted["unknown"] == 0  # requests in flight finished
+
+        second = await asyncio.create_subprocess_exec(
+            *command, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        out, err = await asyncio.wait_for(second.communicate(), 60)
+        assert second.returncode == 1, err.decode()  # the planted bad rows did not succeed
+        final = json.loads(out.decode().splitlines()[-1])
+        assert final["total"] == 400
+        assert final["not_attempted"] == final["unknown"] == 0
+        assert final["resumed"] >= interrupted["succeeded"]
+        assert final["succeeded"] + final["failed"] + final["invalid"] == 400
+        applied = emu.audit.expiry_applied
+        assert sum(applied.values()) == final["succeeded"]  # every success, once
+        assert set(applied.values()) == {1}
