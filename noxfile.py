@@ -1,4 +1,8 @@
-"""Developer sessions: ``nox -s tests lint typecheck build bench``. Extra args go to the tool."""
+"""Developer sessions: ``nox -s tests lint typecheck docs build lowest bench``.
+
+Extra arguments go to the tool. Development tools come from the dependency
+groups of ``pyproject.toml`` (PEP 735).
+"""
 
 from __future__ import annotations
 
@@ -8,24 +12,41 @@ from pathlib import Path
 import nox
 
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["tests", "lint", "typecheck", "build"]
+nox.options.sessions = ["tests", "lint", "typecheck", "docs", "build", "lowest"]
 # A Python the classifiers claim but the machine lacks is a failure, not a skip.
 nox.options.error_on_missing_interpreters = True
 
-PYTHONS = ["3.10", "3.11", "3.12", "3.13"]
+PYPROJECT = nox.project.load_toml("pyproject.toml")
+PYTHONS = nox.project.python_versions(PYPROJECT)  # every version the classifiers claim
+
+
+def group(*names: str) -> list[str]:
+    return list(nox.project.dependency_groups(PYPROJECT, *names))
 
 
 @nox.session(python=PYTHONS)
 def tests(session: nox.Session) -> None:
     """Run the test suite."""
-    session.install("-e", ".[test]")
+    session.install("-e", ".", *group("test"))
     session.run("pytest", *session.posargs)
+
+
+@nox.session(python=PYTHONS[0], venv_backend="uv")
+def lowest(session: nox.Session) -> None:
+    """The suite on the lowest versions the bounds allow, on the oldest Python.
+
+    uv resolves every direct requirement (the package's and the test group's)
+    to its lowest allowed version: a bound that is false fails here.
+    """
+    session.install("--resolution", "lowest-direct", "-e", ".", *group("test"))
+    session.run("uv", "pip", "list", external=True)  # the versions it ran on, for the log
+    session.run("pytest", "-q", *session.posargs)
 
 
 @nox.session
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
-    session.install("-e", ".[lint]")
+    session.install(*group("lint"))
     session.run("ruff", "check", ".", *session.posargs)
     session.run("ruff", "format", "--check", ".")
 
@@ -33,8 +54,15 @@ def lint(session: nox.Session) -> None:
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package."""
-    session.install("-e", ".[lint]")
+    session.install("-e", ".", *group("lint"))
     session.run("mypy", "--strict", "capillary_async", *session.posargs)
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the docs site into site/, failing on any warning (--strict)."""
+    session.install("-e", ".", *group("docs"))
+    session.run("mkdocs", "build", "--strict", *session.posargs, env={"NO_MKDOCS_2_WARNING": "1"})
 
 
 @nox.session
@@ -61,5 +89,5 @@ def build(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Run the benchmarks (``python -m benchmarks``)."""
-    session.install("-e", ".[bench]")
+    session.install("-e", ".", *group("bench"))
     session.run("python", "-m", "benchmarks", *session.posargs)
