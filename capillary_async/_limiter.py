@@ -19,10 +19,12 @@ is taken for a clock that stepped back.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 from collections import deque
-from typing import Protocol, runtime_checkable
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 import anyio
 
@@ -37,6 +39,7 @@ __all__ = [
     "LocalPace",
     "Pace",
     "adaptive_rate",
+    "bounded",
     "check_rate",
     "longest_interval",
     "slot_horizon",
@@ -263,6 +266,43 @@ return {stamp(delay), redis.call('ZCARD', KEYS[4]), string.format('%.17g', rate)
 """
 
 
+T = TypeVar("T")
+
+
+async def bounded(call: Callable[[], Coroutine[Any, Any, T]], timeout: float) -> T:
+    """``await call()`` for at most ``timeout`` seconds, in a task of its own.
+
+    A timeout that cancels the caller's own task relies on every library below
+    it handing the cancellation back untouched. redis-py's cluster client on
+    Python 3.10 does not (it can turn it into an error, then let a later one
+    escape), and the caller's task, a user's request, ended cancelled. Here
+    only the inner task is cancelled, and left to finish on its own; the
+    caller gets ``TimeoutError``, the call's own error, or its result.
+    """
+    task = asyncio.ensure_future(call())
+    try:
+        done, _ = await asyncio.wait((task,), timeout=timeout)
+    except BaseException:  # the caller was cancelled: so is the call
+        _abandon(task)
+        raise
+    if not done:
+        _abandon(task)
+        raise TimeoutError
+    if task.cancelled():  # cancelled from inside the library, not by our caller
+        raise ConnectionError("the call was cancelled inside the client library")
+    return task.result()
+
+
+def _abandon(task: asyncio.Future[Any]) -> None:
+    task.cancel()
+    task.add_done_callback(_retrieve)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # retrieved: never "exception was never retrieved"
+
+
 class FallbackPace:
     """A pace kept in a shared store, with this member's share kept locally while it fails.
 
@@ -320,8 +360,9 @@ class FallbackPace:
         if local is not None and self.clock.monotonic() < self._probe_at:
             return await local.reserve()
         try:
-            with anyio.fail_after(self.timeout if local is None else self.probe_timeout):
-                delay = await self.remote("take")
+            delay = await bounded(
+                lambda: self.remote("take"), self.timeout if local is None else self.probe_timeout
+            )
         except Exception as exc:  # noqa: BLE001 - any failure is an outage, never the caller's
             return await self._fall_back(exc).reserve()
         if local is not None:
@@ -336,9 +377,9 @@ class FallbackPace:
         self._cool_until = max(self._cool_until, self.clock.monotonic() + pause)
         local = self.local
         if local is None:
+            slow = slow_down and self.adaptive
             try:
-                with anyio.fail_after(self.timeout):
-                    await self.remote("cool", pause, slow_down and self.adaptive)
+                await bounded(lambda: self.remote("cool", pause, slow), self.timeout)
             except Exception as exc:  # noqa: BLE001 - any failure is an outage
                 local = self._fall_back(exc)
             else:

@@ -45,6 +45,7 @@ from ._limiter import (
     SHARED_PACE,
     Dispatcher,
     FallbackPace,
+    bounded,
     check_rate,
     slot_horizon,
 )
@@ -240,8 +241,7 @@ class _RedisPace(FallbackPace):
     async def check(self) -> None:
         """The script once, taking no slot, or ``RedisLimiterError`` saying why not."""
         try:
-            with anyio.fail_after(REDIS_TIMEOUT * 2):
-                await self.remote("peek")
+            await bounded(lambda: self.remote("peek"), REDIS_TIMEOUT * 2)
         except Exception as exc:  # noqa: BLE001 - every cause is named, in our words
             raise RedisLimiterError(f"rate limiter {self.name}: {_why(exc)}") from None
 
@@ -281,8 +281,7 @@ class _Claim:
 
     async def __aenter__(self) -> None:
         try:
-            with anyio.fail_after(REDIS_TIMEOUT * 2):
-                refused = await self._call("claim")
+            refused = await bounded(lambda: self._call("claim"), REDIS_TIMEOUT * 2)
         except Exception as exc:  # noqa: BLE001 - a claim that cannot be checked is refused
             why = _why(exc)
             raise RedisLimiterError(
@@ -300,8 +299,7 @@ class _Claim:
         while True:
             await anyio.sleep(self.ttl / 3)
             try:
-                with anyio.fail_after(REDIS_TIMEOUT):
-                    lost = await self._call("claim")
+                lost = await bounded(lambda: self._call("claim"), REDIS_TIMEOUT)
                 why = None if lost is None else str(lost)
             except Exception as exc:  # noqa: BLE001 - never raised into the run
                 why = _why(exc)
@@ -314,9 +312,9 @@ class _Claim:
             self._group.cancel_scope.cancel()
             await self._group.__aexit__(None, None, None)
         finally:
-            with anyio.move_on_after(REDIS_TIMEOUT * 2, shield=True):
+            with anyio.CancelScope(shield=True):
                 try:
-                    await self._call("release")
+                    await bounded(lambda: self._call("release"), REDIS_TIMEOUT * 2)
                 except Exception as exc:  # noqa: BLE001 - it expires after its ttl anyway
                     why = _why(exc)
                     logger.warning("rate limiter %s: a claim was not released: %s", self.name, why)

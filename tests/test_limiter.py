@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from typing import Any
@@ -19,7 +20,7 @@ from capillary_async import (
     Response,
     RetryPolicy,
 )
-from capillary_async._limiter import MAX_COOLDOWN, MIN_SHARE, Dispatcher, LocalPace
+from capillary_async._limiter import MAX_COOLDOWN, MIN_SHARE, Dispatcher, LocalPace, bounded
 
 from .conftest import FakeClock, reply
 
@@ -204,3 +205,58 @@ def test_a_rate_too_slow_to_be_meant_is_refused_naming_the_option() -> None:
     with pytest.raises(ValueError, match="rate_limit"):
         CapillaryClient("https://eu.api.capillarytech.com", auth=BasicAuth("u", "p"),
                         rate_limit=0.0001)  # fmt: skip
+
+
+async def test_a_store_call_that_misbehaves_on_cancellation_never_cancels_the_caller() -> None:
+    """redis-py's cluster client on Python 3.10 let a timeout's cancellation escape.
+
+    The caller's task (a user's request) then ended cancelled. A bounded call
+    runs in a task of its own: whatever the library does with cancellation,
+    the caller gets a result, its error, or ``TimeoutError``.
+    """
+
+    async def swallows_cancellation() -> float:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            await asyncio.sleep(0.05)  # turned into "still working"
+        return 1.0
+
+    async def cancels_itself() -> float:
+        raise asyncio.CancelledError  # a cancellation nobody asked for
+
+    async def fails() -> float:
+        raise OSError("refused")
+
+    async def answers() -> float:
+        return 0.25
+
+    with anyio.fail_after(5):
+        with pytest.raises(TimeoutError):
+            await bounded(swallows_cancellation, 0.02)
+        with pytest.raises(ConnectionError, match="cancelled inside the client library"):
+            await bounded(cancels_itself, 1.0)
+        with pytest.raises(OSError, match="refused"):
+            await bounded(fails, 1.0)
+        assert await bounded(answers, 1.0) == 0.25
+        await asyncio.sleep(0.1)  # the caller goes on; the abandoned call ends on its own
+
+
+async def test_cancelling_the_caller_cancels_the_bounded_call() -> None:
+    started, ended = asyncio.Event(), asyncio.Event()
+
+    async def slow() -> float:
+        started.set()
+        try:
+            await asyncio.sleep(10)
+        finally:
+            ended.set()
+        return 0.0
+
+    with anyio.fail_after(5):
+        task = asyncio.ensure_future(bounded(slow, 30))
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        await ended.wait()
