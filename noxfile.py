@@ -73,6 +73,12 @@ def build(session: nox.Session) -> None:
     session.run("python", "-m", "build", "--outdir", str(out))
     packages = sorted(str(p) for p in out.iterdir())
     session.run("twine", "check", "--strict", *packages)
+    # The build backend's lower bound holds too: the same build with its lowest version.
+    backend = [r.replace(">=", "==") for r in PYPROJECT["build-system"]["requires"]]
+    session.install(*backend)
+    oldest = Path(session.create_tmp()) / "dist-oldest-backend"
+    session.run("python", "-m", "build", "--no-isolation", "--outdir", str(oldest))
+    session.run("twine", "check", "--strict", *sorted(str(p) for p in oldest.iterdir()))
     clean = Path(session.create_tmp()) / "clean"
     session.run(sys.executable, "-m", "venv", "--clear", str(clean), external=True)
     python = str(clean / "bin" / "python")

@@ -13,6 +13,7 @@ import contextlib
 import contextvars
 import functools
 import inspect
+import re
 import ssl as ssl_module
 import warnings
 from collections.abc import Awaitable, Callable, Mapping
@@ -175,6 +176,8 @@ class AiohttpTransport:
                 proxy=self._proxy,
             ) as resp:
                 content = await _read_bounded(resp, request)
+                if _CONTROL(b"\t".join([value for _, value in resp.raw_headers])):
+                    raise _MalformedHeaderError  # aiohttp before 3.14 lets them through
                 headers = {k.lower(): v for k, v in resp.headers.items()}
                 return Response(status=resp.status, headers=headers, content=content)
         except asyncio.CancelledError:
@@ -332,7 +335,17 @@ def _connect_failure(exc: aiohttp.ClientConnectorError, request: Request) -> str
     return f"could not connect to {host}" + (f" ({reason})" if reason else "")
 
 
+#: A control character in a header value (a tab is allowed): not valid HTTP.
+_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]").search
+
+
+class _MalformedHeaderError(aiohttp.ClientError):
+    """A header value holds a control character, which no valid response has."""
+
+
 def _lost(exc: BaseException) -> str:
+    if isinstance(exc, _MalformedHeaderError):
+        return "the server sent a malformed HTTP response (a control character in a header)"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "the server closed the connection before answering"
     if isinstance(exc, aiohttp.ClientPayloadError):
