@@ -202,7 +202,8 @@ def _sentinel(url: str, tls: bool, tls_files: dict[str, Any]) -> tuple[Any, Sent
         raise ValueError("url: a Sentinel URL ends in /SERVICE_NAME or /SERVICE_NAME/db")
     tls_kwargs = {"ssl": True, **tls_files} if tls else {}
     retry = Retry(NoBackoff(), 0)
-    sentinel = Sentinel(
+    make: Any = Sentinel  # typed in some redis releases, not in others (8.1)
+    sentinel: Sentinel = make(
         nodes,
         sentinel_kwargs={**_TIMEOUTS, **tls_kwargs, "retry": retry},
         **_TIMEOUTS,
