@@ -188,7 +188,9 @@ class CapillaryClient(Sender):
         keywords. A missing or half-set variable raises ``ValueError`` naming
         it, never quoting a value.
         """
-        return cls(base_url_from_env(env), auth=credentials_from_env(env), **options)
+        insecure = bool(options.get("allow_insecure", False))
+        base_url = base_url_from_env(env, allow_insecure=insecure)
+        return cls(base_url, auth=credentials_from_env(env), **options)
 
     @property
     def points(self) -> PointsResource:

@@ -14,11 +14,12 @@ from ._config import Cluster, resolve_base_url
 __all__ = ["base_url_from_env", "credentials_from_env"]
 
 
-def base_url_from_env(env: Mapping[str, str] | None = None) -> str:
+def base_url_from_env(env: Mapping[str, str] | None = None, *, allow_insecure: bool = False) -> str:
     """``CAPILLARY_BASE_URL``, else ``CAPILLARY_CLUSTER`` (a ``Cluster`` name), checked.
 
     Raises ``ValueError`` naming the variable when neither is set, both are, or
-    the value will not do.
+    the value will not do (plain ``http://`` only for loopback, or with
+    ``allow_insecure=True``, as for the client).
     """
     env = os.environ if env is None else env
     base_url, cluster = env.get("CAPILLARY_BASE_URL"), env.get("CAPILLARY_CLUSTER")
@@ -26,7 +27,7 @@ def base_url_from_env(env: Mapping[str, str] | None = None) -> str:
         raise ValueError("set CAPILLARY_BASE_URL or CAPILLARY_CLUSTER, not both")
     try:
         if base_url:
-            return resolve_base_url(base_url)
+            return resolve_base_url(base_url, allow_insecure=allow_insecure)
         if cluster:
             return Cluster.from_name(cluster).base_url
     except ValueError as exc:

@@ -11,7 +11,8 @@ had run once. To try it against a local emulator:
     python examples/bulk_job.py extend.csv --journal extend.db     # Ctrl-C midway
     python examples/bulk_job.py extend.csv --journal extend.db     # finishes the job
 
-Exit status: 0 every row succeeded, 1 some did not (see --failures), 130 stopped.
+Exit status: 0 every row succeeded, 1 some did not (see --failures), 2 refused before
+sending anything (target, credentials, journal), 130 stopped by a signal.
 """
 
 from __future__ import annotations
@@ -20,12 +21,17 @@ import argparse
 import asyncio
 import json
 import signal
+import sys
 
-from capillary_async import CapillaryClient, InputFile
+from capillary_async import BulkReport, CapillaryClient, CapillaryError, InputFile
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-async def run(args: argparse.Namespace) -> int:
+async def apply(args: argparse.Namespace) -> BulkReport:
+    """The job; the first signal stops it gracefully, a second one aborts it."""
     rows = InputFile(args.input, kind="expiry")  # .csv with dotted wire names, or .jsonl
+    loop, me = asyncio.get_running_loop(), asyncio.current_task()
     async with CapillaryClient.from_env() as client:
         stream = client.points.stream_update_expiry(
             rows,
@@ -36,20 +42,43 @@ async def run(args: argparse.Namespace) -> int:
             keep_failures=True,
         )
         async with stream as outcomes:
-            loop = asyncio.get_running_loop()
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(signum, outcomes.stop, signal.Signals(signum).name)
-            done = 0
-            async for batch in outcomes.batches():  # a chunk's outcomes at a time
-                done += len(batch)
-                rate = outcomes.progress().items_per_second
-                print(f"progress {done} rows, {rate:.0f}/s", flush=True)
-        report = outcomes.report
+
+            def on_signal(signum: int) -> None:
+                if outcomes.report.stop_reason is None:
+                    outcomes.stop(signal.Signals(signum).name)  # requests in flight finish
+                elif me is not None:
+                    me.cancel()  # again: abort them; the journal keeps what is known
+
+            for signum in SIGNALS:
+                loop.add_signal_handler(signum, on_signal, signum)
+            try:
+                done = 0
+                async for batch in outcomes.batches():  # a chunk's outcomes at a time
+                    done += len(batch)
+                    rate = outcomes.progress().items_per_second
+                    print(f"progress {done} rows, {rate:.0f}/s", flush=True)
+            finally:
+                for signum in SIGNALS:
+                    loop.remove_signal_handler(signum)
+        return outcomes.report
+
+
+async def run(args: argparse.Namespace) -> int:
+    try:
+        report = await apply(args)
+    except CapillaryError as exc:  # refused before sending: target, credentials, journal
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except asyncio.CancelledError:
+        print("aborted: run the same command again to resume", file=sys.stderr)
+        return 130
     report.to_csv(args.failures)
     print(json.dumps(report.summary(), default=str))
-    if report.stop_reason:
+    if report.stop_reason in ("SIGINT", "SIGTERM"):
         print(f"stopped ({report.stop_reason}): run the same command again to resume")
         return 130
+    if report.stop_reason:
+        print(f"stopped: {report.stop_reason}", file=sys.stderr)
     return 0 if report.succeeded == report.total else 1
 
 

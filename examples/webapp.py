@@ -18,6 +18,7 @@ and your credentials instead.
 from __future__ import annotations
 
 import argparse
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -30,6 +31,7 @@ from capillary_async import (
     Entity,
     ExpiryUpdateEntry,
     ItemFailure,
+    OutcomeUnknownError,
     RedemptionUpdate,
     TransportError,
     ValidationError,
@@ -101,13 +103,26 @@ async def ready(request: web.Request) -> web.Response:
 
 @web.middleware
 async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Capillary's errors as answers: bad input 422, a refusal 502, slow 504."""
+    """Capillary's errors as answers: bad input 4xx, a refusal 502, slow 504.
+
+    An update that may have been applied (``OutcomeUnknownError``: a FIXED_DAYS
+    extension whose answer was lost) is a 409 that says not to resend it, never
+    a 5xx that a caller would retry into a second extension.
+    """
     try:
         response: web.StreamResponse = await handler(request)
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        return web.json_response({"error": f"bad request body ({type(exc).__name__})"}, status=400)
     except ValidationError as exc:  # caught before anything was sent
         return web.json_response({"field": exc.field, "reason": exc.reason}, status=422)
-    except DeadlineExceededError:
-        return web.json_response({"error": "Capillary did not answer in time"}, status=504)
+    except OutcomeUnknownError as exc:
+        unsure = {"error": "it may have been applied: check before resending", "cause": str(exc)}
+        return web.json_response(unsure, status=409)
+    except DeadlineExceededError as exc:
+        if exc.sent:
+            late = {"error": "Capillary did not answer in time; it may have been applied"}
+            return web.json_response(late, status=504)
+        return web.json_response({"error": "Capillary could not be reached in time"}, status=503)
     except APIError as exc:
         body = {"codes": list(exc.codes), "message": exc.message, "request_id": exc.request_id}
         return web.json_response(body, status=502)

@@ -21,13 +21,19 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import signal
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-from capillary_async import BasicAuth, CapillaryClient, OutcomeStatus
+from capillary_async import (
+    Auth,
+    BasicAuth,
+    CapillaryClient,
+    OutcomeStatus,
+    credentials_from_env,
+    to_wire,
+)
 from capillary_async.testing import Emulator, sample_expiry_updates
 
 
@@ -59,7 +65,7 @@ async def work(client: CapillaryClient, queue: asyncio.Queue[Any], report_every:
             async for outcome in outcomes:
                 counts[outcome.status] += 1
                 if outcome.resendable:  # certainly not applied: the next worker takes it
-                    queue.put_nowait(outcome.item)
+                    queue.put_nowait(to_wire(outcome.item))  # the message as it came
                     requeued += 1
                 elif not outcome.ok:
                     print(f"item {outcome.index}: {outcome.status}: {outcome.error_message}")
@@ -88,10 +94,10 @@ def read_jsonl(path: str) -> Iterator[Any]:
 
 
 @contextlib.asynccontextmanager
-async def target(args: argparse.Namespace) -> AsyncIterator[tuple[str, BasicAuth, Iterator[Any]]]:
+async def target(args: argparse.Namespace) -> AsyncIterator[tuple[str, Auth, Iterator[Any]]]:
     """The cluster and rows asked for, or a seeded emulator and rows it knows."""
     if args.base_url:
-        auth = BasicAuth(os.environ["CAPILLARY_USERNAME"], os.environ["CAPILLARY_PASSWORD"])
+        auth = credentials_from_env()  # CAPILLARY_USERNAME / _PASSWORD, or a key, or a token
         yield args.base_url, auth, read_jsonl(args.input)
         return
     async with Emulator(seed=7) as emulator:
@@ -105,7 +111,7 @@ async def main(args: argparse.Namespace) -> int:
     async with target(args) as (base_url, auth, rows):
         producer = asyncio.create_task(produce(queue, rows, args.every))
         try:
-            async with CapillaryClient(base_url, auth=auth, allow_insecure=True) as client:
+            async with CapillaryClient(base_url, auth=auth) as client:
                 return await work(client, queue, args.report_every)
         finally:
             producer.cancel()

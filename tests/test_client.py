@@ -612,3 +612,11 @@ def test_help_shows_the_points_calls_and_the_options() -> None:
     assert "update_expiry" in text
     for option in ("deadline", "max_response_bytes", "rate_limit", "proxy", "from_env"):
         assert option in text
+
+
+def test_from_env_passes_allow_insecure_to_the_url_check() -> None:
+    env = {"CAPILLARY_BASE_URL": "http://emulator:8080", "CAPILLARY_TOKEN": "t" * 20}
+    with pytest.raises(ValueError, match="CAPILLARY_BASE_URL"):
+        CapillaryClient.from_env(env)
+    client = CapillaryClient.from_env(env, allow_insecure=True)
+    assert client.base_url == "http://emulator:8080"

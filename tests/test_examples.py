@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from capillary_async.testing import Emulator, sample_expiry_updates, write_csv, write_jsonl
+from capillary_async.testing import Emulator, Faults, sample_expiry_updates, write_csv, write_jsonl
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -140,6 +140,16 @@ async def test_the_web_app_shares_one_client_and_answers_from_capillary(
             )
             assert unknown.status == 502
             assert (await unknown.json())["codes"]
+            garbled = await http.post("/expiry", data=b"{not json")
+            assert garbled.status == 400
+
+            emu.faults = Faults(rate_500=1.0)  # every answer lost to a 500
+            sent = emu.stats.by_path["/v2/points/updateExpiry"]
+            days = {**item, "expiryDate": {"expiryType": "FIXED_DAYS", "expiryValue": 30}}
+            unsure = await http.post("/expiry", json={"items": [days]})
+            assert unsure.status == 409  # may have been applied: not a 5xx to retry
+            assert "check before resending" in (await unsure.json())["error"]
+            assert emu.stats.by_path["/v2/points/updateExpiry"] == sent + 1  # not repeated
             assert app[webapp.CLIENT] is client  # one client for every request
         assert client.closed  # cleanup_ctx closed it at shutdown
 
@@ -194,3 +204,14 @@ async def test_the_bulk_job_is_interrupted_and_resumed_and_applies_every_row_onc
         applied = emu.audit.expiry_applied
         assert sum(applied.values()) == final["succeeded"]  # every success, once
         assert set(applied.values()) == {1}
+
+        wrong = {**env, "CAPILLARY_PASSWORD": "not-the-password"}
+        fresh = [*command[:-4], "--journal", str(tmp_path / "other.db"), *command[-2:]]
+        refused = await asyncio.create_subprocess_exec(
+            *fresh, env=wrong, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        )
+        out, err = await asyncio.wait_for(refused.communicate(), 60)
+        assert refused.returncode == 2, err.decode()
+        assert err.decode().startswith("error: ")
+        assert "not-the-password" not in out.decode() + err.decode()
+        assert sum(emu.audit.expiry_applied.values()) == final["succeeded"]  # nothing sent

@@ -108,7 +108,7 @@ def add_emulator_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-items",
         type=int,
         default=100,
-        help="most items one updateExpiry request may hold, else 413 (default: %(default)s)",
+        help="most items one updateExpiry request may hold, else 400 / 8931 (default: %(default)s)",
     )
     parser.add_argument(
         "--token-ttl",
