@@ -67,7 +67,7 @@ def docs(session: nox.Session) -> None:
 
 @nox.session
 def build(session: nox.Session) -> None:
-    """Build the sdist and wheel, check their metadata, and import the wheel in a clean venv."""
+    """Build the sdist and wheel, check their metadata, and run the wheel in a clean venv."""
     session.install("build>=1.2", "twine>=5")
     out = Path(session.create_tmp()) / "dist"
     session.run("python", "-m", "build", "--outdir", str(out))
@@ -90,6 +90,9 @@ def build(session: nox.Session) -> None:
         "import capillary_async, capillary_async.testing; print(capillary_async.__version__)",
         external=True,
     )
+    # The installed wheel does a real round trip (its emulator included), away from the tree.
+    quickstart = str(Path("examples/quickstart.py").resolve())
+    session.run(python, "-I", quickstart, external=True)
 
 
 @nox.session
