@@ -11,32 +11,58 @@ from collections.abc import Mapping
 from ._auth import Auth, BasicAuth, BearerToken, OAuthCredentials
 from ._config import Cluster, resolve_base_url
 
-__all__ = ["base_url_from_env", "credentials_from_env"]
+__all__ = ["base_url_from_env", "credentials_from_env", "url_problem"]
+
+
+#: What ``resolve_base_url`` can object to, as fixed words: its own text may quote the value.
+_URL_REASONS = (
+    ("user name or password", "must not carry a user name or password; pass them as auth="),
+    ("query or fragment", "must not carry a query or fragment"),
+    (
+        "plain http",
+        "is plain http to a non-loopback host, which would send credentials in clear text",
+    ),
+    ("bad host or port", "is not a URL (bad host or port)"),
+)
+
+
+def url_problem(exc: ValueError) -> str:
+    """Why a base URL was refused, in fixed words that never quote the URL."""
+    text = str(exc)
+    for mark, reason in _URL_REASONS:
+        if mark in text:
+            return reason
+    return "is not an https:// URL with a host"
+
+
+def _value(env: Mapping[str, str], name: str) -> str | None:
+    """A variable's value without the whitespace a .env file leaves (CRLF); blank is unset."""
+    value = env.get(name)
+    return value.strip() or None if value is not None else None
 
 
 def base_url_from_env(env: Mapping[str, str] | None = None, *, allow_insecure: bool = False) -> str:
     """``CAPILLARY_BASE_URL``, else ``CAPILLARY_CLUSTER`` (a ``Cluster`` name), checked.
 
-    Raises ``ValueError`` naming the variable when neither is set, both are, or
-    the value will not do (plain ``http://`` only for loopback, or with
+    As on the command line, ``CAPILLARY_BASE_URL`` wins when both are set. Raises
+    ``ValueError`` naming the variable, never quoting its value, when neither is
+    set or the value will not do (plain ``http://`` only for loopback, or with
     ``allow_insecure=True``, as for the client).
     """
     env = os.environ if env is None else env
-    base_url, cluster = env.get("CAPILLARY_BASE_URL"), env.get("CAPILLARY_CLUSTER")
-    if base_url and cluster:
-        raise ValueError("set CAPILLARY_BASE_URL or CAPILLARY_CLUSTER, not both")
-    try:
-        if base_url:
-            return resolve_base_url(base_url, allow_insecure=allow_insecure)
-        if cluster:
+    base_url = _value(env, "CAPILLARY_BASE_URL")
+    if base_url:
+        try:
+            return resolve_base_url(base_url, allow_insecure=allow_insecure is True)
+        except ValueError as exc:
+            raise ValueError(f"CAPILLARY_BASE_URL: {url_problem(exc)}") from None
+    cluster = _value(env, "CAPILLARY_CLUSTER")
+    if cluster:
+        try:
             return Cluster.from_name(cluster).base_url
-    except ValueError as exc:
-        # Named, not quoted: a URL may carry a user and password before its host.
-        text = str(exc).removeprefix("base_url: ")
-        if base_url:
-            text = text.replace(repr(base_url), "the URL")
-            raise ValueError(f"CAPILLARY_BASE_URL: {text}") from None
-        raise ValueError(f"CAPILLARY_CLUSTER: {text}") from None
+        except ValueError:
+            names = ", ".join(member.name for member in Cluster)
+            raise ValueError(f"CAPILLARY_CLUSTER: unknown cluster (one of {names})") from None
     raise ValueError("no target: set CAPILLARY_BASE_URL or CAPILLARY_CLUSTER")
 
 
@@ -48,7 +74,9 @@ def credentials_from_env(env: Mapping[str, str] | None = None) -> Auth:
     ``CAPILLARY_TOKEN``. Raises ``ValueError`` naming what is missing or doubled.
     """
     env = os.environ if env is None else env
-    present = {name for name, value in env.items() if name.startswith("CAPILLARY_") and value}
+    # Line ends a .env file may leave are not part of a secret; a blank value is unset.
+    env = {k: v.strip("\r\n") for k, v in env.items() if k.startswith("CAPILLARY_")}
+    present = {name for name, value in env.items() if value.strip()}
     modes: list[str] = []
     if "CAPILLARY_TOKEN" in present:
         modes.append("CAPILLARY_TOKEN")

@@ -24,6 +24,7 @@ keeps two live runs off the same rows of one input.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -262,6 +263,7 @@ class _Claim:
         self._args = [uuid.uuid4().hex, str(k), str(n), holder, str(max(1, round(ttl * 1000)))]
         self._script = client.register_script(_CLAIM)
         self._group: Any = None
+        self._renewal: asyncio.Task[Any] | None = None
 
     async def _call(self, mode: str) -> ShardClaimError | None:
         """Claim, renew or release: the other run's claim in the way, if there is one."""
@@ -278,6 +280,11 @@ class _Claim:
             ours = f"shard {_shard_text(self.shard)} of this input"
         message = f"{ours} is held by {holder} (claimed as {_shard_text(theirs)})"
         return ShardClaimError(message, holder, theirs)
+
+    async def _renew(self) -> ShardClaimError | None:
+        # Kept, so that a release never overtakes a renewal still on its way.
+        self._renewal = asyncio.current_task()
+        return await self._call("claim")
 
     async def __aenter__(self) -> None:
         try:
@@ -299,7 +306,7 @@ class _Claim:
         while True:
             await anyio.sleep(self.ttl / 3)
             try:
-                lost = await bounded(lambda: self._call("claim"), REDIS_TIMEOUT)
+                lost = await bounded(self._renew, REDIS_TIMEOUT)
                 why = None if lost is None else str(lost)
             except Exception as exc:  # noqa: BLE001 - never raised into the run
                 why = _why(exc)
@@ -313,6 +320,9 @@ class _Claim:
             await self._group.__aexit__(None, None, None)
         finally:
             with anyio.CancelScope(shield=True):
+                renewal = self._renewal
+                if renewal is not None and not renewal.done():  # abandoned, yet still going
+                    await asyncio.wait((renewal,), timeout=REDIS_TIMEOUT * 2)
                 try:
                     await bounded(lambda: self._call("release"), REDIS_TIMEOUT * 2)
                 except Exception as exc:  # noqa: BLE001 - it expires after its ttl anyway

@@ -581,9 +581,11 @@ async def test_from_env_reads_the_target_and_credentials_the_command_line_reads(
             "CAPILLARY_BASE_URL:",
         ),
         (
-            {"CAPILLARY_BASE_URL": "https://a", "CAPILLARY_CLUSTER": "EU"},
-            "CAPILLARY_BASE_URL or CAPILLARY_CLUSTER, not both",
+            {"CAPILLARY_BASE_URL": "https://h/?token=hunter2secret" + "x" * 300},
+            "CAPILLARY_BASE_URL: must not carry a query",
         ),
+        ({"CAPILLARY_BASE_URL": "https://hunter2secret@h\r"}, "CAPILLARY_BASE_URL: must not carry"),
+        ({"CAPILLARY_CLUSTER": "https://admin:hunter2secret@h"}, "CAPILLARY_CLUSTER: unknown"),
         ({"CAPILLARY_CLUSTER": "EU"}, "no credentials"),
         ({"CAPILLARY_CLUSTER": "EU", "CAPILLARY_USERNAME": "u"}, "CAPILLARY_PASSWORD is not set"),
         (
@@ -620,3 +622,17 @@ def test_from_env_passes_allow_insecure_to_the_url_check() -> None:
         CapillaryClient.from_env(env)
     client = CapillaryClient.from_env(env, allow_insecure=True)
     assert client.base_url == "http://emulator:8080"
+
+
+def test_from_env_strips_line_ends_and_prefers_the_url_as_the_command_line_does() -> None:
+    env = {
+        "CAPILLARY_BASE_URL": "https://eu.api.capillarytech.com\r\n",
+        "CAPILLARY_CLUSTER": "APAC",
+        "CAPILLARY_USERNAME": "till\r",
+        "CAPILLARY_PASSWORD": "pw\r\n",
+    }
+    client = CapillaryClient.from_env(env)
+    assert client.base_url == "https://eu.api.capillarytech.com"
+    assert client.auth == BasicAuth("till", "pw")
+    blank = {**env, "CAPILLARY_BASE_URL": "  "}
+    assert CapillaryClient.from_env(blank).base_url.startswith("https://apac")

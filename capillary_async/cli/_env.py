@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from .. import Auth, Cluster, resolve_base_url
+from .. import Auth, base_url_from_env
 from .. import credentials_from_env as library_credentials
 
 __all__ = ["UsageError", "credentials_from_env", "target_from"]
@@ -18,20 +18,23 @@ def target_from(base_url: str | None, cluster: str | None, env: Mapping[str, str
     """The base URL from --base-url / --cluster, else CAPILLARY_BASE_URL / CAPILLARY_CLUSTER."""
     if base_url and cluster:
         raise UsageError("give --base-url or --cluster, not both")
-    source = "--base-url" if base_url else "CAPILLARY_BASE_URL"
-    base_url = base_url or (None if cluster else env.get("CAPILLARY_BASE_URL"))
-    cluster = cluster or (None if base_url else env.get("CAPILLARY_CLUSTER"))
+    # The library's rules and words, which name the setting and never quote its value.
+    if base_url or cluster:
+        given = {"CAPILLARY_BASE_URL": base_url} if base_url else {"CAPILLARY_CLUSTER": cluster}
+        where = "--base-url" if base_url else "--cluster"
+    else:
+        given = {k: v for k, v in env.items() if k in ("CAPILLARY_BASE_URL", "CAPILLARY_CLUSTER")}
+        where = ""
     try:
-        if base_url:
-            return resolve_base_url(base_url)
-        if cluster:
-            return Cluster.from_name(cluster).base_url
+        return base_url_from_env({k: v for k, v in given.items() if v is not None})
     except ValueError as exc:
-        # Named, not quoted: a URL may carry a user and password before its host.
         text = str(exc)
-        if base_url:
-            text = text.removeprefix("base_url: ").replace(repr(base_url), f"the URL in {source}")
-        raise UsageError(text) from None
+        if text.startswith("no target"):
+            pass
+        elif where:
+            raise UsageError(where + text.split(":", 1)[1]) from None
+        else:
+            raise UsageError(text) from None
     raise UsageError(
         "no target: pass --base-url or --cluster, or set CAPILLARY_BASE_URL or CAPILLARY_CLUSTER"
     )
