@@ -23,15 +23,14 @@ import json
 import signal
 import sys
 
-from capillary_async import BulkReport, CapillaryClient, CapillaryError, InputFile
+from capillary_async import BulkReport, CapillaryClient, CapillaryError, InputFile, OutcomeStream
 
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-async def apply(args: argparse.Namespace) -> BulkReport:
-    """The job; the first signal stops it gracefully, a second one aborts it."""
+async def apply(args: argparse.Namespace, running: list[OutcomeStream]) -> BulkReport:
+    """The job, its stream in ``running`` while it runs (for the signal handler)."""
     rows = InputFile(args.input, kind="expiry")  # .csv with dotted wire names, or .jsonl
-    loop, me = asyncio.get_running_loop(), asyncio.current_task()
     async with CapillaryClient.from_env() as client:
         stream = client.points.stream_update_expiry(
             rows,
@@ -42,37 +41,40 @@ async def apply(args: argparse.Namespace) -> BulkReport:
             keep_failures=True,
         )
         async with stream as outcomes:
-
-            def on_signal(signum: int) -> None:
-                if outcomes.report.stop_reason is None:
-                    outcomes.stop(signal.Signals(signum).name)  # requests in flight finish
-                elif me is not None:
-                    me.cancel()  # again: abort them; the journal keeps what is known
-
-            for signum in SIGNALS:
-                loop.add_signal_handler(signum, on_signal, signum)
-            try:
-                done = 0
-                async for batch in outcomes.batches():  # a chunk's outcomes at a time
-                    done += len(batch)
-                    rate = outcomes.progress().items_per_second
-                    print(f"progress {done} rows, {rate:.0f}/s", flush=True)
-            finally:
-                for signum in SIGNALS:
-                    loop.remove_signal_handler(signum)
+            running.append(outcomes)
+            done = 0
+            async for batch in outcomes.batches():  # a chunk's outcomes at a time
+                done += len(batch)
+                rate = outcomes.progress().items_per_second
+                print(f"progress {done} rows, {rate:.0f}/s", flush=True)
         return outcomes.report
 
 
 async def run(args: argparse.Namespace) -> int:
+    """The first signal stops the job gracefully, a second one (or one before it runs) aborts."""
+    loop, me = asyncio.get_running_loop(), asyncio.current_task()
+    running: list[OutcomeStream] = []
+
+    def on_signal(signum: int) -> None:
+        if running and running[0].report.stop_reason is None:
+            running[0].stop(signal.Signals(signum).name)  # requests in flight finish
+        elif me is not None:
+            me.cancel()  # abort: requests in flight are abandoned; the journal keeps the rest
+
+    for signum in SIGNALS:
+        loop.add_signal_handler(signum, on_signal, signum)
     try:
-        report = await apply(args)
+        report = await apply(args, running)
+        report.to_csv(args.failures)
     except CapillaryError as exc:  # refused before sending: target, credentials, journal
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except asyncio.CancelledError:
         print("aborted: run the same command again to resume", file=sys.stderr)
         return 130
-    report.to_csv(args.failures)
+    finally:
+        for signum in SIGNALS:
+            loop.remove_signal_handler(signum)
     print(json.dumps(report.summary(), default=str))
     if report.stop_reason in ("SIGINT", "SIGTERM"):
         print(f"stopped ({report.stop_reason}): run the same command again to resume")

@@ -18,7 +18,6 @@ and your credentials instead.
 from __future__ import annotations
 
 import argparse
-import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -47,13 +46,30 @@ async def capillary(app: web.Application) -> AsyncIterator[None]:
         yield
 
 
+async def _body(request: web.Request) -> dict[str, Any]:
+    """The request's JSON object, or a 400 saying it is not one."""
+    try:
+        body = await request.json()
+    except (ValueError, UnicodeDecodeError):  # not JSON, or not UTF-8
+        body = None
+    if not isinstance(body, dict):
+        raise web.HTTPBadRequest(
+            text='{"error": "the body must be a JSON object"}', content_type="application/json"
+        )
+    return body
+
+
 def _client(request: web.Request) -> CapillaryClient:
     store = request.headers.get("X-Store", "web")
     return request.app[CLIENT].with_options(headers={"X-CAP-API-ATTRIBUTION-ENTITY-CODE": store})
 
 
 async def update_redemption(request: web.Request) -> web.Response:
-    body = await request.json()
+    body = await _body(request)
+    if not isinstance(body.get("mobile"), str):
+        raise web.HTTPBadRequest(
+            text='{"error": "mobile: a string is required"}', content_type="application/json"
+        )
     redemption = await _client(request).points.update_redemption(
         RedemptionUpdate(
             redemption_id=request.match_info["redemption_id"],
@@ -75,8 +91,12 @@ async def update_redemption(request: web.Request) -> web.Response:
 
 async def extend_expiry(request: web.Request) -> web.Response:
     """Body: ``{"items": [...]}``, each item an ``expiryDateUpdateRequest`` entry."""
-    body = await request.json()
-    result = await _client(request).points.update_expiry(body["items"])
+    items = (await _body(request)).get("items")
+    if not isinstance(items, list):
+        raise web.HTTPBadRequest(
+            text='{"error": "items: a list is required"}', content_type="application/json"
+        )
+    result = await _client(request).points.update_expiry(items)
     updated = [
         entry.ref[0]  # the points-awarded ref id
         for entry in result.updates
@@ -111,8 +131,6 @@ async def errors(request: web.Request, handler: Any) -> web.StreamResponse:
     """
     try:
         response: web.StreamResponse = await handler(request)
-    except (json.JSONDecodeError, KeyError, TypeError) as exc:
-        return web.json_response({"error": f"bad request body ({type(exc).__name__})"}, status=400)
     except ValidationError as exc:  # caught before anything was sent
         return web.json_response({"field": exc.field, "reason": exc.reason}, status=422)
     except OutcomeUnknownError as exc:

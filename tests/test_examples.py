@@ -140,8 +140,9 @@ async def test_the_web_app_shares_one_client_and_answers_from_capillary(
             )
             assert unknown.status == 502
             assert (await unknown.json())["codes"]
-            garbled = await http.post("/expiry", data=b"{not json")
-            assert garbled.status == 400
+            for bad_body in (b"{not json", b"[1]", b"null", b"\xff\xfe", b'{"items": 3}'):
+                garbled = await http.post("/expiry", data=bad_body)
+                assert garbled.status == 400, bad_body
 
             emu.faults = Faults(rate_500=1.0)  # every answer lost to a 500
             sent = emu.stats.by_path["/v2/points/updateExpiry"]
