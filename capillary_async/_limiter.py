@@ -269,7 +269,11 @@ return {stamp(delay), redis.call('ZCARD', KEYS[4]), string.format('%.17g', rate)
 T = TypeVar("T")
 
 
-async def bounded(call: Callable[[], Coroutine[Any, Any, T]], timeout: float) -> T:
+async def bounded(
+    call: Callable[[], Coroutine[Any, Any, T]],
+    timeout: float,
+    on_abandon: Callable[[asyncio.Future[Any]], None] | None = None,
+) -> T:
     """``await call()`` for at most ``timeout`` seconds, in a task of its own.
 
     A timeout that cancels the caller's own task relies on every library below
@@ -278,24 +282,31 @@ async def bounded(call: Callable[[], Coroutine[Any, Any, T]], timeout: float) ->
     escape), and the caller's task, a user's request, ended cancelled. Here
     only the inner task is cancelled, and left to finish on its own; the
     caller gets ``TimeoutError``, the call's own error, or its result.
+    ``on_abandon`` is told of a call left running, so that the caller can
+    start no other while it still runs (a library that ignores cancellation
+    and a client without socket timeouts would otherwise pile them up).
     """
     task = asyncio.ensure_future(call())
     try:
         done, _ = await asyncio.wait((task,), timeout=timeout)
     except BaseException:  # the caller was cancelled: so is the call
-        _abandon(task)
+        _abandon(task, on_abandon)
         raise
     if not done:
-        _abandon(task)
+        _abandon(task, on_abandon)
         raise TimeoutError
     if task.cancelled():  # cancelled from inside the library, not by our caller
         raise ConnectionError("the call was cancelled inside the client library")
     return task.result()
 
 
-def _abandon(task: asyncio.Future[Any]) -> None:
+def _abandon(
+    task: asyncio.Future[Any], on_abandon: Callable[[asyncio.Future[Any]], None] | None
+) -> None:
     task.cancel()
     task.add_done_callback(_retrieve)
+    if on_abandon is not None and not task.done():
+        on_abandon(task)
 
 
 def _retrieve(task: asyncio.Future[Any]) -> None:
@@ -342,6 +353,7 @@ class FallbackPace:
         self.outages = 0
         self._probe_at = 0.0
         self._cool_until = 0.0  # the last cooldown heard of, kept for a fallback
+        self._stuck: asyncio.Future[Any] | None = None  # a call abandoned, still running
 
     async def remote(self, mode: str, pause: float = 0.0, slow: bool = False) -> float:
         raise NotImplementedError
@@ -355,13 +367,25 @@ class FallbackPace:
             self._warned.add(what)
             self.log.warning(message, self.name, *args)
 
+    def _abandoned(self, task: asyncio.Future[Any]) -> None:
+        self._stuck = task
+
+    def _still_stuck(self) -> bool:
+        """Whether a call abandoned earlier still runs: no other starts until it ends."""
+        stuck = self._stuck
+        if stuck is not None and stuck.done():
+            self._stuck = stuck = None
+        return stuck is not None
+
     async def reserve(self) -> float:
         local = self.local
-        if local is not None and self.clock.monotonic() < self._probe_at:
+        if local is not None and (self.clock.monotonic() < self._probe_at or self._still_stuck()):
             return await local.reserve()
         try:
             delay = await bounded(
-                lambda: self.remote("take"), self.timeout if local is None else self.probe_timeout
+                lambda: self.remote("take"),
+                self.timeout if local is None else self.probe_timeout,
+                self._abandoned,
             )
         except Exception as exc:  # noqa: BLE001 - any failure is an outage, never the caller's
             return await self._fall_back(exc).reserve()
@@ -379,7 +403,9 @@ class FallbackPace:
         if local is None:
             slow = slow_down and self.adaptive
             try:
-                await bounded(lambda: self.remote("cool", pause, slow), self.timeout)
+                await bounded(
+                    lambda: self.remote("cool", pause, slow), self.timeout, self._abandoned
+                )
             except Exception as exc:  # noqa: BLE001 - any failure is an outage
                 local = self._fall_back(exc)
             else:

@@ -305,6 +305,9 @@ class _Claim:
         warned = False
         while True:
             await anyio.sleep(self.ttl / 3)
+            renewal = self._renewal
+            if renewal is not None and not renewal.done():
+                continue  # the last renewal, abandoned, still runs: never two at once
             try:
                 lost = await bounded(self._renew, REDIS_TIMEOUT)
                 why = None if lost is None else str(lost)

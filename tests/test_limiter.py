@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from typing import Any
 
@@ -20,7 +21,14 @@ from capillary_async import (
     Response,
     RetryPolicy,
 )
-from capillary_async._limiter import MAX_COOLDOWN, MIN_SHARE, Dispatcher, LocalPace, bounded
+from capillary_async._limiter import (
+    MAX_COOLDOWN,
+    MIN_SHARE,
+    Dispatcher,
+    FallbackPace,
+    LocalPace,
+    bounded,
+)
 
 from .conftest import FakeClock, reply
 
@@ -260,3 +268,38 @@ async def test_cancelling_the_caller_cancels_the_bounded_call() -> None:
         with pytest.raises(asyncio.CancelledError):
             await task
         await ended.wait()
+
+
+async def test_a_call_left_running_holds_back_the_next_one() -> None:
+    """A library that ignores cancellation must not pile up calls, one per probe."""
+    started = 0
+    release = asyncio.Event()
+
+    class Stubborn(FallbackPace):
+        async def remote(self, mode: str, pause: float = 0.0, slow: bool = False) -> float:
+            nonlocal started
+            started += 1
+            while not release.is_set():  # deaf to cancellation, as a hung client can be
+                try:
+                    await asyncio.sleep(0.01)
+                except asyncio.CancelledError:
+                    continue
+            return 0.0
+
+    clock = FakeClock()
+    pace = Stubborn("p", 100.0, False, clock, 1, logging.getLogger("test"))
+    pace.timeout = pace.probe_timeout = 0.01
+    with anyio.fail_after(5):
+        await pace.reserve()  # abandoned: the pace falls back
+        for _ in range(5):
+            clock.advance(2.0)  # a probe is due each time
+            await pace.reserve()
+        assert started == 1  # the first call never ended: no second one was started
+        assert pace.local is not None
+        release.set()  # now it ends, and the next probe rejoins
+        while pace._still_stuck():
+            await asyncio.sleep(0.01)
+        clock.advance(2.0)
+        await pace.reserve()
+    assert started == 2
+    assert pace.local is None
