@@ -37,8 +37,7 @@ def url_problem(exc: ValueError) -> str:
 
 def _value(env: Mapping[str, str], name: str) -> str | None:
     """A variable's value without the whitespace a .env file leaves (CRLF); blank is unset."""
-    value = env.get(name)
-    return value.strip() or None if value is not None else None
+    return (env.get(name) or "").strip() or None
 
 
 def base_url_from_env(env: Mapping[str, str] | None = None, *, allow_insecure: bool = False) -> str:

@@ -19,22 +19,18 @@ def target_from(base_url: str | None, cluster: str | None, env: Mapping[str, str
     if base_url and cluster:
         raise UsageError("give --base-url or --cluster, not both")
     # The library's rules and words, which name the setting and never quote its value.
-    if base_url or cluster:
-        given = {"CAPILLARY_BASE_URL": base_url} if base_url else {"CAPILLARY_CLUSTER": cluster}
-        where = "--base-url" if base_url else "--cluster"
+    if base_url:
+        given, where = {"CAPILLARY_BASE_URL": base_url}, "--base-url"
+    elif cluster:
+        given, where = {"CAPILLARY_CLUSTER": cluster}, "--cluster"
     else:
-        given = {k: v for k, v in env.items() if k in ("CAPILLARY_BASE_URL", "CAPILLARY_CLUSTER")}
-        where = ""
+        given, where = dict(env), ""
     try:
-        return base_url_from_env({k: v for k, v in given.items() if v is not None})
+        return base_url_from_env(given)
     except ValueError as exc:
         text = str(exc)
-        if text.startswith("no target"):
-            pass
-        elif where:
-            raise UsageError(where + text.split(":", 1)[1]) from None
-        else:
-            raise UsageError(text) from None
+        if not text.startswith("no target"):
+            raise UsageError(where + text.split(":", 1)[1] if where else text) from None
     raise UsageError(
         "no target: pass --base-url or --cluster, or set CAPILLARY_BASE_URL or CAPILLARY_CLUSTER"
     )
